@@ -1,0 +1,1 @@
+"""Process plumbing shared by every long-running component: logs, ops endpoints, signals."""
