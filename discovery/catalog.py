@@ -334,7 +334,8 @@ class Catalog:
             self._drop_check(name, check_id, change)
         del self._nodes[name]
         change.writes.append(Delete("node", (name,)))
-        change.topics |= {CATALOG_NODES, catalog_node_topic(name), health_node_topic(name)}
+        # health-node already moved with each dropped check; a node without checks leaves it as is.
+        change.topics |= {CATALOG_NODES, catalog_node_topic(name)}
         self._mark(change)
         return change
 
@@ -354,7 +355,8 @@ class Catalog:
         node must exist (agent register goes to the agent's own node).
         """
         checks = list(checks)
-        if node is None and service.node not in self._nodes:
+        node_pending = node is not None and node.name == service.node
+        if service.node not in self._nodes and not node_pending:
             raise CatalogError("not_found", f"Node {service.node!r} is not registered")
         for check in checks:
             self._check_may_attach(check, node, service)
@@ -437,7 +439,8 @@ class Catalog:
             session=existing.session if existing else "",
         )
         self._put_kv(entry)
-        self._tombstones.pop(key, None)
+        if self._tombstones.pop(key, None) is not None:
+            del self._tombstone_keys[bisect.bisect_left(self._tombstone_keys, key)]
         change.writes.append(Upsert(entry))
         self._kv_topics(key, change)
         return change
@@ -558,7 +561,7 @@ class Catalog:
         self._put_check(stored)
         change.writes.append(Upsert(stored))
         change.topics |= self._check_affects(stored)
-        if existing is None or existing.definition != stored.definition:
+        if existing is None or (existing.definition, existing.agent_check) != (stored.definition, stored.agent_check):
             change.topics.add(CHECK_DEFINITIONS)
         self._mark(change)
 

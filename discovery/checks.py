@@ -53,22 +53,26 @@ def http_status_to_check(code: int) -> str:
 
 @dataclass
 class Debouncer:
-    """SuccessBeforePassing / FailuresBeforeCritical: hold the old status until N in a row agree."""
+    """SuccessBeforePassing / FailuresBeforeCritical: hold the old status until N in a row agree.
+
+    As Consul's StatusHandler: passing and warning both count as successes, and the
+    counters start at their thresholds, so the first result after registration applies at once.
+    """
 
     successes_needed: int = 0
     failures_needed: int = 0
-    _successes: int = 0
-    _failures: int = 0
+    _successes: int = field(init=False, default=0)
+    _failures: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._successes, self._failures = self.successes_needed, self.failures_needed
 
     def decide(self, current: str, observed: str) -> str:
-        if observed == PASSING:
+        if observed in (PASSING, WARNING):
             self._successes, self._failures = self._successes + 1, 0
-            return PASSING if self._successes >= self.successes_needed else current
-        if observed == CRITICAL:
-            self._failures, self._successes = self._failures + 1, 0
-            return CRITICAL if self._failures >= self.failures_needed else current
-        self._successes = self._failures = 0
-        return observed
+            return observed if self._successes >= self.successes_needed else current
+        self._failures, self._successes = self._failures + 1, 0
+        return observed if self._failures >= self.failures_needed else current
 
 
 def next_delay(interval: float, rand: float) -> float:
@@ -79,9 +83,7 @@ def next_delay(interval: float, rand: float) -> float:
 # === probes ===
 
 
-async def probe_http(
-    session: aiohttp.ClientSession, definition: CheckDefinition, timeout: float
-) -> tuple[str, str]:
+async def probe_http(session: aiohttp.ClientSession, definition: CheckDefinition, timeout: float) -> tuple[str, str]:
     method = definition.method or "GET"
     headers = {"User-Agent": "Consul Health Check", "Accept": "text/plain, text/*, */*"}
     for name, values in definition.header.items():
@@ -123,6 +125,12 @@ async def probe_tcp(address: str, timeout: float) -> tuple[str, str]:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return PASSING, f"TCP connect {address}: Success"
+
+
+def _runnable(check: Check) -> bool:
+    """Agent checks only: TTL, or a probe with an Interval (one without would spin)."""
+    d = check.definition
+    return check.agent_check and (d.kind == "ttl" or (d.kind in ("http", "tcp") and d.interval > 0))
 
 
 def _deregister(catalog: Catalog, *, node: str, service_id: str) -> ChangeSet:
@@ -173,12 +181,13 @@ class CheckRunner:
         ]
 
     async def close(self) -> None:
+        tasks = [*self._tasks, *(r.task for r in self._running.values() if r.task is not None)]
         for running in self._running.values():
             self._stop(running)
         self._running.clear()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -202,11 +211,7 @@ class CheckRunner:
                 watch.cancel()
 
     def _reconcile(self) -> None:
-        wanted = {
-            c.check_id: c
-            for c in self._registry.catalog.checks_on(self._node)
-            if c.definition.kind in ("http", "tcp", "ttl")
-        }
+        wanted = {c.check_id: c for c in self._registry.catalog.checks_on(self._node) if _runnable(c)}
         for check_id in list(self._running):
             check = wanted.get(check_id)
             if check is None or check.definition != self._running[check_id].definition:
@@ -260,7 +265,10 @@ class CheckRunner:
 
     def _ttl_expired(self, check_id: str) -> None:
         metrics.CHECKS_RUN.labels("ttl", CRITICAL).inc()
-        task = asyncio.create_task(self._record(check_id, CRITICAL, "TTL expired"), name=f"ttl-expired:{check_id}")
+        check = self._registry.catalog.check(self._node, check_id)
+        last = check.output if check else ""
+        output = f"TTL expired (last output before timeout follows): {last}" if last else "TTL expired"
+        task = asyncio.create_task(self._record(check_id, CRITICAL, output), name=f"ttl-expired:{check_id}")
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 
@@ -285,7 +293,7 @@ class CheckRunner:
         seen: set[str] = set()
         for check in self._registry.catalog.checks_on(self._node):
             after = check.definition.deregister_critical_after
-            if not after or not check.service_id or check.status != CRITICAL:
+            if not after or not check.agent_check or not check.service_id or check.status != CRITICAL:
                 continue
             seen.add(check.check_id)
             since = self._critical_since.setdefault(check.check_id, now)

@@ -20,7 +20,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from discovery.client_config import ClientConfig
+from discovery.client_config import ClientConfig, ClientConfigError
 from discovery.client_models import (
     AgentService,
     BadRequest,
@@ -85,7 +85,7 @@ class RegistryClient:
         if token is not None:
             config = replace(config, token=token)
         if config.unix_socket is not None and config.scheme == "https":
-            raise ValueError("TLS over a unix socket is not supported")
+            raise ClientConfigError("TLS over a unix socket is not supported")
         self.config = config
         self._request_timeout = request_timeout
         self._max_connections = max_connections
@@ -561,8 +561,8 @@ class RegistryClient:
 
 
 def _seg(value: str) -> str:
-    """One URL path segment: names and IDs may contain "/" or spaces."""
-    return quote(value, safe="")
+    """One URL path segment: names and IDs may contain "/" or spaces (":" stays readable)."""
+    return quote(value, safe=":")
 
 
 def _kv_path(key: str) -> str:

@@ -394,8 +394,7 @@ class ServiceRegistration:
     checks: Sequence[CheckRegistration] = ()
 
     def to_json(self) -> dict[str, Any]:
-        body = self._common_json()
-        body["Name"] = self.name
+        body = {"Name": self.name, **self._common_json()}
         if self.checks:
             body["Checks"] = [check.to_json() for check in self.checks]
         return body
@@ -404,9 +403,7 @@ class ServiceRegistration:
         """The ``Service`` object of ``/v1/catalog/register``, which names the service ``Service``."""
         if self.checks:
             raise ValueError("catalog registrations take checks as CatalogCheck, not in the service")
-        body = self._common_json()
-        body["Service"] = self.name
-        return body
+        return {"Service": self.name, **self._common_json()}
 
     def _common_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {}
@@ -523,5 +520,6 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailable",
     "ServiceAddress",
+    "ServiceRegistration",
     "Weights",
 ]

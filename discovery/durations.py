@@ -28,7 +28,7 @@ class DurationError(ValueError):
 def parse_duration(text: str) -> float:
     """Parse a Go duration ("1h2m3.5s", "-5s", "0") into seconds."""
     if not isinstance(text, str):
-        raise DurationError(f"expected a duration string such as \"10s\", got {type(text).__name__}")
+        raise DurationError(f'expected a duration string such as "10s", got {type(text).__name__}')
     s = text.strip()
     if not s:
         raise DurationError("empty duration")
@@ -36,6 +36,8 @@ def parse_duration(text: str) -> float:
     if s[0] in "+-":
         sign = -1.0 if s[0] == "-" else 1.0
         s = s[1:]
+    if not s:
+        raise DurationError(f"invalid duration {text!r}: a sign needs a number and a unit")
     if s == "0":
         return 0.0
     pos = 0
@@ -43,7 +45,7 @@ def parse_duration(text: str) -> float:
     while pos < len(s):
         m = _PART.match(s, pos)
         if m is None:
-            raise DurationError(f"invalid duration {text!r} (use Go syntax such as \"10s\", \"1m30s\", \"500ms\")")
+            raise DurationError(f'invalid duration {text!r} (use Go syntax such as "10s", "1m30s", "500ms")')
         total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         pos = m.end()
     return sign * total

@@ -126,6 +126,9 @@ class Check:
     service_id: str = ""
     service_name: str = ""
     definition: CheckDefinition = CheckDefinition()
+    # Registered through the agent API, so this registry runs it; catalog-registered
+    # checks are records of someone else's checks and are never run (as Consul).
+    agent_check: bool = False
     create_index: int = 0
     modify_index: int = 0
 

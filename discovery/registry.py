@@ -57,6 +57,8 @@ class Registry:
         """
         change = apply(self.catalog)
         if not change.changed:
+            # It may repeat (or read) a write that is applied but not yet durable: wait for it.
+            await self.store.flush()
             return change
         try:
             await self.store.commit(change)

@@ -19,7 +19,7 @@ log = logging.getLogger("discovery.server")
 
 
 def split_host_port(address: str, default_port: int) -> tuple[str, int]:
-    """"127.0.0.1:8500", "[::1]:8500", ":8500" or "host" into (host, port)."""
+    """Split "127.0.0.1:8500", "[::1]:8500", ":8500" or "host" into (host, port)."""
     host, sep, port = address.rpartition(":")
     if not sep or "]" in port:
         return address.strip("[]") or "127.0.0.1", default_port
@@ -64,6 +64,7 @@ class RegistryServer:
         self.failed = asyncio.Event()
         self.registry.on_fatal = lambda _exc: self.failed.set()
         self._runner: web.AppRunner | None = None
+        self._context: ApiContext | None = None
 
     @property
     def port(self) -> int:
@@ -79,14 +80,19 @@ class RegistryServer:
 
         await self.registry.open()
         await self.checks.start()
-        context = ApiContext(self.registry, acl_token=self.config.acl_token, on_ttl_update=self.checks.ttl_refreshed)
-        self._runner, self._port = await start_site(build_app(context), self._host, self._port)
+        self._context = ApiContext(
+            self.registry, acl_token=self.config.acl_token, on_ttl_update=self.checks.ttl_refreshed
+        )
+        self._runner, self._port = await start_site(build_app(self._context), self._host, self._port)
         log.info(
             "registry listening",
             extra={"url": self.url, "data_dir": str(self.config.data_dir), "index": self.registry.catalog.index},
         )
 
     async def stop(self) -> None:
+        """Answer parked blocking queries, drain requests, stop checks, close the store. Idempotent."""
+        if self._context is not None:
+            self._context.release_waiters()
         if self._runner is not None:
             await self._runner.cleanup()  # stops accepting, lets in-flight requests finish
             self._runner = None

@@ -73,10 +73,12 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-store")
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[ChangeSet, asyncio.Future[None]]] = []
+        self._last: asyncio.Future[None] | None = None  # the newest commit handed to the writer
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self._closing = False
+        self._closed = False
         self.commits = 0
         self.last_batch_seconds = 0.0
         self.on_batch: Callable[[int, float], None] | None = None
@@ -92,6 +94,10 @@ class Store:
         return records, index
 
     async def close(self) -> None:
+        """Finish queued writes and close the database; calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self._writer is not None and self._wakeup is not None:
             # The writer drains what is queued, then returns.
             self._closing = True
@@ -111,8 +117,20 @@ class Store:
         assert self._wakeup is not None, "Store.open() must be awaited first"
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((change, future))
+        self._last = future
         self._wakeup.set()
-        await future
+        # Shielded: a writer that gives up (client hung up) leaves the commit, and flush(), intact.
+        await asyncio.shield(future)
+
+    async def flush(self) -> None:
+        """Return once every change handed to ``commit`` so far is durable (batches commit in order).
+
+        A write that changes nothing may have read state still on its way to disk; it is
+        acknowledged only after that state is durable.
+        """
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.shield(last)
 
     async def _write_loop(self) -> None:
         assert self._wakeup is not None

@@ -3,8 +3,9 @@
 - The first request uses index 0 and returns at once; later ones block on the last index.
 - A result is yielded when its index moved forward, or when its value differs from the last
   one yielded: wake-ups prove nothing, and a reset index can carry new data.
-- If the index goes backwards (a snapshot restore, the max KV key deleted) the next request
-  uses 0; an index of 0 or below is replaced by 1, so a buggy server cannot make us spin.
+- An index of 0 or below is replaced by 1, so a buggy server cannot keep us on non-blocking
+  reads; otherwise, if the index went backwards (a snapshot restore, the max KV key deleted),
+  the next request uses 0 to re-read the current state at once.
 - Every request takes a token from a bucket (burst 2), so a server that answers instantly
   forever costs at most one request per ``min_interval``.
 - Retryable errors back off exponentially with full jitter, capped; a success resets it.
@@ -163,10 +164,10 @@ class Watch(Generic[T]):
             wanted = result.value != previous.value
         else:
             wanted = result.index > self._seen_index or result.value != previous.value
-        if result.index < sent:
-            self._index = 0
-        elif result.index <= 0:
+        if result.index <= 0:
             self._index = 1
+        elif result.index < sent:
+            self._index = 0
         else:
             self._index = result.index
         self._seen_index = result.index

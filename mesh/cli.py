@@ -43,14 +43,14 @@ LogLevel = Annotated[
 ]
 NodeName = Annotated[
     str,
-    typer.Option("--node", envvar="MESH_NODE", help="This agent's node name in the catalog [default: the hostname]."),
+    typer.Option("--node", envvar="MESH_NODE", help="This agent's node name in the catalog (default: the hostname)."),
 ]
 Advertise = Annotated[
     str,
     typer.Option(
         "--advertise",
         envvar="MESH_ADVERTISE",
-        help="Address other parts should use for this node [default: the HTTP bind address].",
+        help="Address other parts should use for this node (default: the HTTP bind address).",
     ),
 ]
 Datacenter = Annotated[

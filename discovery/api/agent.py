@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -12,7 +13,7 @@ from discovery.api import decode, render
 from discovery.api.context import CONTEXT, ApiContext
 from discovery.api.errors import ApiError, not_found
 from discovery.api.params import parse_blocking
-from discovery.catalog import Catalog, catalog_node_topic
+from discovery.catalog import Catalog, ChangeSet, catalog_node_topic
 from discovery.models import CRITICAL, PASSING, SERF_CHECK_ID, WARNING, Check, Service, worst_status
 
 MAX_CHECK_OUTPUT: Final = 4096  # Consul's default check_output_max_size
@@ -35,11 +36,24 @@ def _agent_checks(ctx: ApiContext) -> list[Check]:
 async def register_service(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     req = decode.decode_agent_service(decode.parse_json(await request.read()), ctx.node_name)
-    replace_checks = "replace-existing-checks" in request.query
-    await ctx.registry.write(
-        lambda c: c.register_service(req.service, req.checks, replace_existing_checks=replace_checks)
-    )
+    # Consul replaces only for a bare flag or "true" (not "1", not "false").
+    replace_checks = request.query.get("replace-existing-checks") in ("", "true")
+
+    def apply(c: Catalog) -> ChangeSet:
+        checks = [_restore_state(c, check) for check in req.checks]
+        return c.register_service(req.service, checks, replace_existing_checks=replace_checks)
+
+    await ctx.registry.write(apply)
     return web.Response()
+
+
+def _restore_state(catalog: Catalog, check: Check) -> Check:
+    """As Consul's agent: a re-registered check keeps its current Status and Output (so an
+    identical re-registration changes nothing and a passing TTL check does not flap to critical)."""
+    existing = catalog.check(check.node, check.check_id)
+    if existing is None:
+        return check
+    return replace(check, status=existing.status, output=existing.output)
 
 
 async def deregister_service(request: web.Request) -> web.Response:
@@ -70,6 +84,7 @@ async def get_service(request: web.Request) -> web.Response:
     """Hash-blocking: ``?hash=H&wait=D`` waits until the service's ContentHash differs from H."""
     ctx = _ctx(request)
     service_id = request.match_info["service_id"]
+    wait = parse_blocking(request.query).wait  # a bad ?wait is a 400 whether or not we block
     body, digest = _service_body(ctx, service_id)
     wanted = request.query.get("hash", "")
     if wanted and wanted == digest:
@@ -80,7 +95,7 @@ async def get_service(request: web.Request) -> web.Response:
             return digest != wanted
 
         topics = (catalog_node_topic(ctx.node_name),)
-        await ctx.wait_until(topics, parse_blocking(request.query).wait, changed)
+        await ctx.wait_until(topics, wait, changed)
     headers = {"X-Consul-ContentHash": digest}
     return web.json_response(body, headers=headers, dumps=lambda v: json.dumps(v, separators=(",", ":")))
 
@@ -127,9 +142,7 @@ async def _set_ttl_status(ctx: ApiContext, check_id: str, status: str, output: s
 async def ttl_action(request: web.Request) -> web.Response:
     """PUT /v1/agent/check/{pass,warn,fail}/:check_id?note=..."""
     status = _TTL_ACTIONS[request.match_info["action"]]
-    return await _set_ttl_status(
-        _ctx(request), request.match_info["check_id"], status, request.query.get("note", "")
-    )
+    return await _set_ttl_status(_ctx(request), request.match_info["check_id"], status, request.query.get("note", ""))
 
 
 async def ttl_update(request: web.Request) -> web.Response:

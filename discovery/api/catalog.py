@@ -14,6 +14,7 @@ from discovery.catalog import (
     CATALOG_SERVICES,
     Catalog,
     ChangeSet,
+    Topic,
     catalog_node_topic,
     catalog_service_topic,
 )
@@ -52,9 +53,15 @@ async def deregister(request: web.Request) -> web.Response:
     req = decode.decode_catalog_deregister(decode.parse_json(await request.read()), ctx.datacenter)
 
     def apply(c: Catalog) -> ChangeSet:
+        # Consul's state store treats deleting an absent service or check as done (JSON true);
+        # only the agent endpoints answer 404 for unknown IDs.
         if req.service_id:
+            if c.service_instance(req.node, req.service_id) is None:
+                return ChangeSet()
             return c.deregister_service(req.node, req.service_id)
         if req.check_id:
+            if c.check(req.node, req.check_id) is None:
+                return ChangeSet()
             return c.deregister_check(req.node, req.check_id)
         return c.deregister_node(req.node)
 
@@ -81,7 +88,12 @@ async def services(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     wanted = params.node_meta(request.query)
-    topics = (CATALOG_SERVICES, CATALOG_NODES) if wanted else (CATALOG_SERVICES,)
+    topics: tuple[Topic, ...] = (CATALOG_SERVICES,)
+    if wanted:
+        # The filtered answer also changes when an instance of an existing name comes or goes on a
+        # matching node (CATALOG_SERVICES only moves when the unfiltered name/tag view does), and when
+        # node meta changes. A brand-new name moves CATALOG_SERVICES, so the current names suffice.
+        topics += (CATALOG_NODES, *(catalog_service_topic(name) for name in catalog.service_names()))
     index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
 
     def build() -> dict[str, list[str]]:

@@ -28,6 +28,8 @@ class ApiContext:
     acl_token: str = ""
     on_ttl_update: Callable[[str], None] = lambda _check_id: None
     _cache: OrderedDict[tuple[Any, ...], tuple[int, bytes]] = field(default_factory=OrderedDict)
+    _parked: set[asyncio.Future[None]] = field(default_factory=set)
+    _releasing: bool = False
 
     @property
     def datacenter(self) -> str:
@@ -37,14 +39,13 @@ class ApiContext:
     def node_name(self) -> str:
         return self.registry.identity.node_name
 
-    async def wait_for_change(
-        self, request: web.Request, topics: Iterable[Topic], index_of: Callable[[], int]
-    ) -> int:
+    async def wait_for_change(self, request: web.Request, topics: Iterable[Topic], index_of: Callable[[], int]) -> int:
         """Block per ``?index&wait`` until ``index_of()`` moves past the client's index; return it.
 
         Returns at once without ``?index``, and with the current index when ``wait`` runs out.
         """
         params.reject_unsupported(request.query, self.datacenter)
+        params.consistency(request.query)  # ?stale with ?consistent is a 400 now, not after the wait
         blocking = params.parse_blocking(request.query)
         if blocking.index:
             await self.wait_until(topics, blocking.wait, lambda: index_of() > blocking.index)
@@ -58,17 +59,26 @@ class ApiContext:
         deadline = loop.time() + wait
         metrics.BLOCKING_IN_FLIGHT.inc()
         try:
-            while not done() and (remaining := deadline - loop.time()) > 0:
+            while not self._releasing and not done() and (remaining := deadline - loop.time()) > 0:
                 woken: asyncio.Future[None] = loop.create_future()
                 watch = catalog.watch(topics, partial(_wake, woken))
+                self._parked.add(woken)
                 try:
                     await asyncio.wait_for(woken, remaining)
                 except TimeoutError:
                     return
                 finally:
                     watch.cancel()
+                    self._parked.discard(woken)
         finally:
             metrics.BLOCKING_IN_FLIGHT.dec()
+
+    def release_waiters(self) -> None:
+        """Shutting down: every parked blocking query answers now with what it has, and new
+        ones do not park, so the server drains in milliseconds instead of waiting out ``wait``."""
+        self._releasing = True
+        for future in list(self._parked):
+            _wake(future)
 
     def json_response(
         self, request: web.Request, index: int | None, build: Callable[[], Any], status: int = 200

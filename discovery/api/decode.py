@@ -125,7 +125,7 @@ class Fields:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value) / 1e9  # Go encodes time.Duration as integer nanoseconds
         if not isinstance(value, str):
-            raise self.error(name, f"expected a duration such as \"10s\", got {_kind(value)}")
+            raise self.error(name, f'expected a duration such as "10s", got {_kind(value)}')
         try:
             seconds = parse_duration(value)
         except DurationError as exc:
@@ -187,10 +187,12 @@ def _service_fields(f: Fields, *, node: str, name: str, service_id: str) -> Serv
             warning=w.integer("Warning", default=1, low=0, high=2**31 - 1),
         )
     tagged: dict[str, TaggedAddress] = {}
-    if (t := f.obj("TaggedAddresses")) is not None:
-        for key in t._data:  # keys are user data, but Consul's lan/wan are lowercase anyway
-            entry = t.obj(key)
-            assert entry is not None
+    raw_tagged = f.raw("TaggedAddresses")
+    if raw_tagged is not None:
+        if not isinstance(raw_tagged, dict):
+            raise f.error("TaggedAddresses", f"expected an object, got {_kind(raw_tagged)}")
+        for key, value in raw_tagged.items():  # keys ("lan", "lan_ipv4", ...) are data: keep them verbatim
+            entry = Fields(value, f"{f.where('TaggedAddresses')}.{key}")
             tagged[key] = TaggedAddress(entry.text("Address"), entry.integer("Port", high=65535))
     return Service(
         node=node,
@@ -264,6 +266,7 @@ def decode_check(
         service_id=service_id,
         service_name=service.name if service else "",
         definition=_definition(f),
+        agent_check=True,
     )
 
 
@@ -286,9 +289,7 @@ def _definition(f: Fields) -> CheckDefinition:
     if len(kinds) > 1:
         raise f.error(kinds[1], f"a check has one type; got both {kinds[0]} and {kinds[1]}")
     if not kinds:
-        raise bad_request(
-            f"Invalid {f.path or 'check'}: must provide TTL, or HTTP or TCP with an Interval"
-        )
+        raise bad_request(f"Invalid {f.path or 'check'}: must provide TTL, or HTTP or TCP with an Interval")
     interval = f.duration("Interval")
     if http or tcp:
         if interval <= 0:

@@ -10,7 +10,7 @@ from discovery.api import params, render
 from discovery.api.catalog import meta_matches, tags_match
 from discovery.api.context import CONTEXT
 from discovery.api.errors import bad_request
-from discovery.catalog import health_node_topic, health_service_topic, health_state_topic
+from discovery.catalog import CATALOG_NODES, Topic, health_node_topic, health_service_topic, health_state_topic
 from discovery.models import PASSING
 
 _STATES = ("any", "passing", "warning", "critical")
@@ -61,7 +61,9 @@ async def state(request: web.Request) -> web.Response:
     if wanted_state not in _STATES:
         raise bad_request(f"Invalid state {wanted_state!r}: expected one of {', '.join(_STATES)}")
     wanted = params.node_meta(request.query)
-    topics = (health_state_topic(wanted_state),)
+    topics: tuple[Topic, ...] = (health_state_topic(wanted_state),)
+    if wanted:
+        topics += (CATALOG_NODES,)  # a node whose meta changes moves its checks in or out of the answer
     index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
     return ctx.json_response(
         request,
