@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -663,10 +664,11 @@ async def fanout(
         "rounds": rounds,
         "response_bytes": len(payload),
         "instances": instances,
-        "p50_ms": median([r["p50_ms"] for r in round_results]),
-        "p99_ms": median([r["p99_ms"] for r in round_results]),
-        "max_ms": max(r["max_ms"] for r in round_results),
-        "pooled_p99_ms": percentile(all_latencies, 99),
+        # Pooled over every watcher of every round (rounds x watchers samples).
+        "p50_ms": percentile(all_latencies, 50),
+        "p99_ms": percentile(all_latencies, 99),
+        "max_ms": max(all_latencies),
+        "round_p99_ms": sorted(r["p99_ms"] for r in round_results),
         "errors": sum(r["errors"] for r in round_results),
         "round_results": round_results,
     }
@@ -708,13 +710,10 @@ def bench_scale_and_fanout(args: argparse.Namespace, pin: bool) -> tuple[dict[st
         }
         fans = []
         for client in args.fanout_clients:
-            print(
-                f"  fan-out: {args.watchers} watchers, {client} client, in {args.watcher_procs} process(es) ...",
-                flush=True,
-            )
-            fan = asyncio.run(
-                fanout(reg, args.watchers, args.watcher_procs, args.rounds, args.fanout_instances, client)
-            )
+            # The raw client keeps up in one process; more processes on the same core only add switching.
+            procs = args.watcher_procs if client == "aiohttp" else 1
+            print(f"  fan-out: {args.watchers} watchers, {client} client, in {procs} process(es) ...", flush=True)
+            fan = asyncio.run(fanout(reg, args.watchers, procs, args.rounds, args.fanout_instances, client))
             fan["rss_after_mb"] = reg.memory_mb()["VmRSS"]
             fans.append(fan)
     finally:
@@ -752,8 +751,16 @@ def report(facts: dict[str, Any], reg: dict[str, Any], scale: dict[str, Any], fa
         ],
         ["registration latency p50 / p99", f"{reg['p50_ms']:.2f} / {reg['p99_ms']:.2f} ms", "-", "-"],
         ["registry CPU per 1000 registrations", f"{reg['cpu_s_per_1000']:.3f} s", "-", "-"],
+        ["registration HTTP errors (all runs)", str(reg["errors"]), "0", met(reg["errors"] == 0)],
         [
-            f"RSS at {scale['services']:,} services / {scale['instances']:,} instances (max seen)",
+            f"RSS at {scale['services']:,} services / {scale['instances']:,} instances on {scale['nodes']:,} nodes, "
+            "right after the load",
+            f"{scale['rss_loaded_mb']:.0f} MB",
+            f"< {TARGET_RSS_MB:,.0f} MB",
+            met(scale["rss_loaded_mb"] < TARGET_RSS_MB),
+        ],
+        [
+            "  RSS max seen (after reads and fan-out; includes the rendered-body cache the reads filled)",
             f"{rss:.0f} MB",
             f"< {TARGET_RSS_MB:,.0f} MB",
             met(rss < TARGET_RSS_MB),
@@ -772,23 +779,31 @@ def report(facts: dict[str, Any], reg: dict[str, Any], scale: dict[str, Any], fa
     for n, fan in enumerate(fans):
         cpu_reg = median([r["registry_cpu_ms"] for r in fan["round_results"]])
         cpu_cli = median([r["client_cpu_ms"] for r in fan["round_results"]])
+        p99s = fan["round_p99_ms"]
+        name = f"{fan['client']} client, {fan['watcher_processes']} proc"
         rows += [
             [
-                f"fan-out to {fan['watchers']:,} watchers, {fan['client']} client, p50 / p99 "
-                f"(median of {fan['rounds']} rounds)",
+                f"fan-out to {fan['watchers']:,} watchers ({name}), p50 / p99, all {fan['rounds']} rounds pooled",
                 f"{fan['p50_ms']:.1f} / {fan['p99_ms']:.1f} ms",
                 f"p99 <= {TARGET_FANOUT_P99_MS:.0f} ms" if n == 0 else "(attribution)",
                 met(fan["p99_ms"] <= TARGET_FANOUT_P99_MS) if n == 0 else "-",
             ],
             [
-                f"  {fan['client']}: max of all rounds / pooled p99",
-                f"{fan['max_ms']:.1f} / {fan['pooled_p99_ms']:.1f} ms",
+                f"  {fan['client']}: max; p99 per round min / median / max",
+                f"{fan['max_ms']:.1f}; {p99s[0]:.1f} / {median(p99s):.1f} / {p99s[-1]:.1f} ms",
                 "-",
                 "-",
             ],
             [
-                f"  {fan['client']}: CPU per round, registry / clients (median)",
+                f"  {fan['client']}: CPU per round, registry / watcher clients (median)",
                 f"{cpu_reg:.0f} / {cpu_cli:.0f} ms",
+                "-",
+                "-",
+            ],
+            [
+                f"  {fan['client']}: TTL write ack (median); errors; stale wake-ups",
+                f"{median([r['write_ack_ms'] for r in fan['round_results']]):.1f} ms; {fan['errors']}; "
+                f"{sum(r['stale_index'] for r in fan['round_results'])}",
                 "-",
                 "-",
             ],
@@ -802,17 +817,22 @@ def report(facts: dict[str, Any], reg: dict[str, Any], scale: dict[str, Any], fa
     print(table(rows, ["metric", "value", "target", "met?"]))
     print()
     fan = fans[0]
-    print(
-        f"Fan-out: {fan['watchers']} watchers in {fan['watcher_processes']} client process(es) on the load-generator "
-        f"core, on a registry holding {scale['instances']:,} instances; one TTL pass/fail flip per round wakes them "
-        f"all ({fan['response_bytes']:,}-byte bodies). Latency = from the write's send to each watcher's response "
-        f"fully read, so CLIENT-SIDE PROCESSING IS INCLUDED (HTTP parsing, task scheduling; bodies are read, not "
-        f"JSON-decoded). Watchers re-arm with the new index between rounds. 'aiohttp' = the target measurement "
-        f"(aiohttp ClientSessions); 'raw' = a minimal asyncio.Protocol HTTP client, to show how much is the client."
-    )
-    print("Reads: sequential, one keep-alive connection. 'cached' = same query and index, answered from the")
-    print("registry's rendered-body cache; 'rendered' = each request a new cache key (body built every time).")
-    print("Peer: none (no Consul binary on this machine); targets are the absolute ones from the issue.")
+    notes = [
+        f"Fan-out: {fan['watchers']:,} watchers spread over {fan['watcher_processes']} client process(es), each with "
+        f"4 aiohttp ClientSessions (connector limits raised, so every watcher holds its own keep-alive connection), "
+        f"all on the load-generator core, against a registry holding {scale['instances']:,} instances. One TTL "
+        f"pass/fail flip per round wakes every watcher ({fan['response_bytes']:,}-byte bodies); watchers then re-arm "
+        f"with the new index. Latency runs from the write's send to each watcher's response fully read, so "
+        f"CLIENT-SIDE PROCESSING IS INCLUDED (HTTP parsing and scheduling of {fan['watchers']:,} responses; bodies "
+        f"are read, not JSON-decoded). 'aiohttp' is the measurement checked against the target; 'raw' repeats it "
+        f"with a minimal asyncio.Protocol HTTP client to show how much of the figure is the client.",
+        "Reads: sequential, one keep-alive connection. 'cached' = same query and index, answered from the registry's "
+        "rendered-body cache; 'rendered' = each request a new cache key (an ignored query parameter), so the body is "
+        "built every time, as after each write.",
+        "Peer: none (no Consul binary on this machine); the targets are the absolute ones from the issue.",
+    ]
+    for note in notes:
+        print(textwrap.fill(note, width=118))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -826,7 +846,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, help="nodes the instances spread over [1000; quick 100]")
     p.add_argument("--read-samples", type=int, default=200, help="sequential requests per read endpoint [200]")
     p.add_argument("--watchers", type=int, default=1000, help="blocking watchers [1000]")
-    p.add_argument("--watcher-procs", type=int, default=1, help="client processes holding the watchers [1]")
+    p.add_argument(
+        "--watcher-procs", type=int, default=4, help="processes holding the aiohttp watchers (raw: always 1) [4]"
+    )
     p.add_argument("--rounds", type=int, help="fan-out rounds [5; quick 3]")
     p.add_argument("--fanout-instances", type=int, default=10, help="instances of the watched service [10]")
     p.add_argument(
@@ -883,13 +905,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fanout": fans,
         "targets_met": {
             "registration_rate": reg["rate"] >= TARGET_REG_RATE,
-            "rss": rss_max(scale, fans) < TARGET_RSS_MB,
+            "rss": rss_max(scale, fans) < TARGET_RSS_MB,  # the stricter reading: max seen, not just after load
             "fanout_p99": fans[0]["p99_ms"] <= TARGET_FANOUT_P99_MS,
         },
         "wall_s": time.monotonic() - started,
     }
     print()
-    print("RESULT " + json.dumps(result, separators=(",", ":")))
+    print(json.dumps(result, separators=(",", ":")))  # the last line: machine-readable results
     return 0
 
 

@@ -19,6 +19,7 @@ Rules this module keeps (no I/O, no event loop; the server and tests drive it):
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -38,8 +39,6 @@ Topic = tuple[str, ...]
 
 CATALOG_SERVICES: Final[Topic] = ("catalog-services",)
 CATALOG_NODES: Final[Topic] = ("catalog-nodes",)
-CHECK_DEFINITIONS: Final[Topic] = ("check-definitions",)
-"""Fired when a check that the registry runs is added, changed or removed."""
 
 # Tombstones let a blocking query on a deleted key or prefix see the delete.
 # They live in memory only and the oldest are dropped past this bound.
@@ -184,6 +183,7 @@ class Catalog:
         self._nodes: dict[str, Node] = {}
         self._services: dict[str, dict[str, Service]] = {}  # node -> service id -> instance
         self._by_name: dict[str, dict[tuple[str, str], Service]] = {}  # name -> (node, id) -> instance
+        self._tag_counts: dict[str, Counter[str]] = {}  # name -> tag -> instances carrying it
         self._checks: dict[str, dict[str, Check]] = {}  # node -> check id -> check
         self._service_checks: dict[tuple[str, str], set[str]] = {}  # (node, service id) -> check ids
         self._kv: dict[str, KVEntry] = {}
@@ -245,7 +245,7 @@ class Catalog:
 
     def service_names(self) -> dict[str, list[str]]:
         """Service name -> sorted unique tags, as /v1/catalog/services."""
-        return {name: _unique_tags(self._by_name[name].values()) for name in sorted(self._by_name)}
+        return {name: sorted(self._tag_counts.get(name, ())) for name in sorted(self._by_name)}
 
     def check(self, node: str, check_id: str) -> Check | None:
         return self._checks.get(node, {}).get(check_id)
@@ -529,6 +529,7 @@ class Catalog:
         del by_name[(node, service_id)]
         if not by_name:
             del self._by_name[service.name]
+        self._count_tags(service, -1)
         if not keep_checks:
             for check_id in list(self._service_checks.get((node, service_id), ())):
                 self._drop_check(node, check_id, change)
@@ -561,8 +562,6 @@ class Catalog:
         self._put_check(stored)
         change.writes.append(Upsert(stored))
         change.topics |= self._check_affects(stored)
-        if existing is None or (existing.definition, existing.agent_check) != (stored.definition, stored.agent_check):
-            change.topics.add(CHECK_DEFINITIONS)
         self._mark(change)
 
     def _drop_check(self, node: str, check_id: str, change: ChangeSet) -> None:
@@ -572,7 +571,6 @@ class Catalog:
         self._unlink_check(check)
         change.writes.append(Delete("check", (node, check_id)))
         change.topics |= self._check_affects(check)
-        change.topics.add(CHECK_DEFINITIONS)
         self._mark(change)
 
     def _unlink_check(self, check: Check) -> None:
@@ -595,8 +593,22 @@ class Catalog:
         return topics
 
     def _put_service(self, service: Service) -> None:
+        previous = self._services.get(service.node, {}).get(service.id)
+        if previous is not None:
+            self._count_tags(previous, -1)
         self._services.setdefault(service.node, {})[service.id] = service
         self._by_name.setdefault(service.name, {})[(service.node, service.id)] = service
+        self._count_tags(service, 1)
+
+    def _count_tags(self, service: Service, delta: int) -> None:
+        """Keep per-name tag counts so the tag view costs O(tags), not O(instances)."""
+        counts = self._tag_counts.setdefault(service.name, Counter())
+        for tag in set(service.tags):
+            counts[tag] += delta
+            if counts[tag] <= 0:
+                del counts[tag]
+        if not counts:
+            del self._tag_counts[service.name]
 
     def _put_check(self, check: Check) -> None:
         self._checks.setdefault(check.node, {})[check.check_id] = check
@@ -631,8 +643,7 @@ class Catalog:
         self._mark(change)
 
     def _tag_view(self, name: str) -> list[str] | None:
-        instances = self._by_name.get(name)
-        return _unique_tags(instances.values()) if instances else None
+        return sorted(self._tag_counts.get(name, ())) if name in self._by_name else None
 
 
 def _check_topics(check: Check) -> set[Topic]:
@@ -641,10 +652,6 @@ def _check_topics(check: Check) -> set[Topic]:
         health_state_topic("any"),
         health_state_topic(check.status),
     }
-
-
-def _unique_tags(instances: Iterable[Service]) -> list[str]:
-    return sorted({tag for s in instances for tag in s.tags})
 
 
 def _prefix_range(keys: list[str], prefix: str) -> list[str]:
@@ -669,7 +676,6 @@ def agent_serf_check(node: str) -> Check:
 __all__ = [
     "CATALOG_NODES",
     "CATALOG_SERVICES",
-    "CHECK_DEFINITIONS",
     "Catalog",
     "CatalogError",
     "ChangeSet",

@@ -28,7 +28,7 @@ from typing import Final
 import aiohttp
 
 from discovery import metrics
-from discovery.catalog import CHECK_DEFINITIONS, Catalog, CatalogError, ChangeSet
+from discovery.catalog import Catalog, CatalogError, ChangeSet, Delete, Upsert
 from discovery.models import CRITICAL, PASSING, WARNING, Check, CheckDefinition
 from discovery.registry import Registry
 
@@ -175,12 +175,13 @@ class CheckRunner:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
-        self._tasks = [
-            asyncio.create_task(self._follow_definitions(), name="checks-follow"),
-            asyncio.create_task(self._reap_loop(), name="checks-reaper"),
-        ]
+        self._tasks = [asyncio.create_task(self._reap_loop(), name="checks-reaper")]
+        for check in self._registry.catalog.checks_on(self._node):
+            self._follow(check.check_id)
+        self._registry.add_listener(self._on_change)
 
     async def close(self) -> None:
+        self._registry.remove_listener(self._on_change)
         tasks = [*self._tasks, *(r.task for r in self._running.values() if r.task is not None)]
         for running in self._running.values():
             self._stop(running)
@@ -199,26 +200,25 @@ class CheckRunner:
 
     # --- following the catalog ---
 
-    async def _follow_definitions(self) -> None:
-        catalog = self._registry.catalog
-        while True:
-            self._reconcile()
-            changed = asyncio.Event()
-            watch = catalog.watch((CHECK_DEFINITIONS,), changed.set)
-            try:
-                await changed.wait()
-            finally:
-                watch.cancel()
+    def _on_change(self, change: ChangeSet) -> None:
+        """Follow only the checks a write touched: a scan of every check per write would make
+        registration cost grow with the number of checks."""
+        for write in change.writes:
+            if isinstance(write, Upsert) and isinstance(write.record, Check) and write.record.node == self._node:
+                self._follow(write.record.check_id)
+            elif isinstance(write, Delete) and write.table == "check" and write.key[0] == self._node:
+                self._follow(write.key[1])
 
-    def _reconcile(self) -> None:
-        wanted = {c.check_id: c for c in self._registry.catalog.checks_on(self._node) if _runnable(c)}
-        for check_id in list(self._running):
-            check = wanted.get(check_id)
-            if check is None or check.definition != self._running[check_id].definition:
-                self._stop(self._running.pop(check_id))
-        for check_id, check in wanted.items():
-            if check_id not in self._running:
-                self._running[check_id] = self._launch(check)
+    def _follow(self, check_id: str) -> None:
+        """Start, restart or stop one check's runner to match its current definition."""
+        check = self._registry.catalog.check(self._node, check_id)
+        wanted = check if check is not None and _runnable(check) else None
+        running = self._running.get(check_id)
+        if running is not None and (wanted is None or wanted.definition != running.definition):
+            self._stop(self._running.pop(check_id))
+            running = None
+        if wanted is not None and running is None:
+            self._running[check_id] = self._launch(wanted)
 
     def _launch(self, check: Check) -> _Running:
         d = check.definition

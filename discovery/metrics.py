@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
@@ -35,6 +37,12 @@ CHECKS_RUN = Counter(
 )
 INDEX = Gauge("mesh_registry_index", "The catalog's current global index.")
 ENTRIES = Gauge("mesh_registry_catalog_entries", "Records in the catalog, by kind.", ["kind"])
+
+
+@functools.lru_cache(maxsize=4096)
+def http_series(method: str, route: str, code: int) -> tuple[Counter, Histogram]:
+    """The request counter and latency histogram children for one label set, looked up once."""
+    return HTTP_REQUESTS.labels(method, route, str(code)), HTTP_LATENCY.labels(route)
 
 
 def observe_commit_batch(size: int, seconds: float) -> None:

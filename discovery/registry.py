@@ -37,6 +37,7 @@ class Registry:
         self.catalog = Catalog(agent_node=identity.node_name)
         self.store.on_batch = metrics.observe_commit_batch
         self.on_fatal: Callable[[BaseException], None] | None = None
+        self._listeners: list[Callable[[ChangeSet], None]] = []
 
     async def open(self) -> None:
         records, index = await self.store.open()
@@ -69,7 +70,17 @@ class Registry:
             raise
         metrics.WRITES.inc()
         metrics.WATCHES_FIRED.inc(self.catalog.publish(change))
+        for listener in self._listeners:
+            listener(change)
         return change
+
+    def add_listener(self, listener: Callable[[ChangeSet], None]) -> None:
+        """Call ``listener`` with every durable change (in-process followers such as the check runner)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[ChangeSet], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     async def _ensure_agent_node(self) -> None:
         existing = self.catalog.node(self.identity.node_name)

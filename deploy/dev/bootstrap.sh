@@ -23,6 +23,23 @@ if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     fi
 fi
 
+# The DNS tests query the server with dig (Debian/Ubuntu package dnsutils). Install it only
+# when missing, and only where we can (apt-get as root); never fail the bootstrap over it.
+if ! command -v dig >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt_log="$(mktemp)"
+        if ! { apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dnsutils; } \
+            >"$apt_log" 2>&1; then
+            cat "$apt_log" >&2
+            echo "bootstrap: could not install dnsutils (dig); the DNS tests that use dig need it" >&2
+        fi
+        rm -f "$apt_log"
+    else
+        echo "bootstrap: dig is missing; the DNS tests that use it need it (apt-get install dnsutils)" >&2
+    fi
+fi
+
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     [ -x .venv/bin/python ] || "$python" -m venv .venv

@@ -73,8 +73,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         code = exc.status
         raise
     finally:
-        metrics.HTTP_REQUESTS.labels(request.method, route, str(code)).inc()
-        metrics.HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+        requests, latency = metrics.http_series(request.method, route, code)
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
 
 
 def _bind_gauges(context: ApiContext) -> None:

@@ -59,15 +59,16 @@ class ApiContext:
         deadline = loop.time() + wait
         metrics.BLOCKING_IN_FLIGHT.inc()
         try:
-            while not self._releasing and not done() and (remaining := deadline - loop.time()) > 0:
+            while not self._releasing and not done() and deadline > loop.time():
+                # One future, woken by the watch or by the deadline timer (cheaper than wait_for).
                 woken: asyncio.Future[None] = loop.create_future()
                 watch = catalog.watch(topics, partial(_wake, woken))
+                timer = loop.call_at(deadline, _wake, woken)
                 self._parked.add(woken)
                 try:
-                    await asyncio.wait_for(woken, remaining)
-                except TimeoutError:
-                    return
+                    await woken
                 finally:
+                    timer.cancel()
                     watch.cancel()
                     self._parked.discard(woken)
         finally:

@@ -18,7 +18,6 @@ from discovery import catalog as catalog_module
 from discovery.catalog import (
     CATALOG_NODES,
     CATALOG_SERVICES,
-    CHECK_DEFINITIONS,
     Catalog,
     CatalogError,
     ChangeSet,
@@ -158,7 +157,7 @@ def test_identical_writes_take_no_index_and_wake_nobody() -> None:
     check = c.check("n1", "service:web1")
     assert web1 is not None
     assert check is not None
-    everything = [CATALOG_SERVICES, CATALOG_NODES, CHECK_DEFINITIONS, WEB, health_state_topic("any")]
+    everything = [CATALOG_SERVICES, CATALOG_NODES, WEB, health_state_topic("any")]
     writes: list[Callable[[Catalog], ChangeSet]] = [
         # the stored record itself, and a fresh copy with index fields zeroed
         lambda c: c.register_service(web1, [check]),
@@ -508,7 +507,7 @@ def _state(c: Catalog) -> tuple[Any, ...]:
 def test_refused_writes_change_nothing(write: Callable[[Catalog], ChangeSet], kind: str) -> None:
     c = populated()
     before = _state(c)
-    recorder = Recorder(c, [WEB, CATALOG_SERVICES, CATALOG_NODES, CHECK_DEFINITIONS])
+    recorder = Recorder(c, [WEB, CATALOG_SERVICES, CATALOG_NODES])
     with pytest.raises(CatalogError) as info:
         write(c)
     assert info.value.kind == kind
