@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dns.message  # noqa: E402
+import dns.message
 
-from dnsserver.handler import DnsHandler, Pending  # noqa: E402
-from dnsserver.listeners import start_listeners  # noqa: E402
-from tests.dnsserver.transport_helpers import (  # noqa: E402
+from dnsserver.handler import DnsHandler, Pending
+from dnsserver.listeners import start_listeners
+from tests.dnsserver.transport_helpers import (
     CONFIG,
     SEEDS,
     make_view,

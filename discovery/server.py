@@ -15,6 +15,7 @@ from discovery.api.context import ApiContext
 from discovery.checks import MIN_DEREGISTER_AFTER, REAP_INTERVAL, CheckRunner
 from discovery.registry import AgentIdentity, Registry
 from discovery.runtime.memory import freeze_long_lived
+from discovery.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("discovery.server")
 
@@ -92,6 +93,16 @@ class RegistryServer:
             extra={"url": self.url, "data_dir": str(self.config.data_dir), "index": self.registry.catalog.index},
         )
 
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Return when ``stop`` is set; raise SystemExit if the data directory fails first."""
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(self.failed.wait())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopped, failed):
+            task.cancel()
+        if self.failed.is_set():
+            raise SystemExit("registry stopped: the data directory can no longer be written")
+
     async def stop(self) -> None:
         """Answer parked blocking queries, drain requests, stop checks, close the store. Idempotent."""
         if self._context is not None:
@@ -100,10 +111,8 @@ class RegistryServer:
             await self._runner.cleanup()  # stops accepting, lets in-flight requests finish
             self._runner = None
         await self.checks.close()
-        if self._gc_task is not None:
-            self._gc_task.cancel()
-            await asyncio.gather(self._gc_task, return_exceptions=True)
-            self._gc_task = None
+        await cancel_and_wait(self._gc_task)
+        self._gc_task = None
         await self.registry.close()
         log.info("registry stopped")
 
@@ -113,12 +122,6 @@ async def serve(config: RegistryConfig, stop: asyncio.Event) -> None:
     server = RegistryServer(config)
     await server.start()
     try:
-        stopped = asyncio.create_task(stop.wait())
-        failed = asyncio.create_task(server.failed.wait())
-        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (stopped, failed):
-            task.cancel()
-        if server.failed.is_set():
-            raise SystemExit("registry stopped: the data directory can no longer be written")
+        await server.wait(stop)
     finally:
         await server.stop()

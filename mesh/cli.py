@@ -7,13 +7,19 @@ Every flag also reads an environment variable (``MESH_<FLAG>``), shown in
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated
 
 import typer
 
+from discovery.client_config import ClientConfig
 from discovery.runtime.http import run_until_signalled
 from discovery.runtime.logs import configure_logging
-from discovery.server import RegistryConfig, serve
+from discovery.server import RegistryConfig, serve, split_host_port
+from dnsserver.config import DEFAULT_DNS_ADDR, DEFAULT_METRICS_ADDR, DnsConfig
+from dnsserver.server import DnsServerConfig
+from dnsserver.server import serve as serve_dns
+from mesh.up import run_up
 
 app = typer.Typer(
     name="mesh",
@@ -96,6 +102,127 @@ def registry_command(
     run_until_signalled(lambda stop: serve(config, stop))
 
 
+DnsAddr = Annotated[
+    str,
+    typer.Option(
+        "--dns-addr", envvar="MESH_DNS_ADDR", help="HOST:PORT for DNS over UDP and TCP (use port 53 when asked)."
+    ),
+]
+MetricsAddr = Annotated[
+    str,
+    typer.Option(
+        "--metrics-addr", envvar="MESH_METRICS_ADDR", help="HOST:PORT of the DNS server's /metrics, /healthz, /readyz."
+    ),
+]
+Domain = Annotated[
+    str, typer.Option("--domain", envvar="MESH_DOMAIN", help="Zone of Consul-style names (<svc>.service.<domain>).")
+]
+ClusterDomain = Annotated[
+    str,
+    typer.Option(
+        "--cluster-domain", envvar="MESH_CLUSTER_DOMAIN", help="Zone of Kubernetes-style names (<svc>.<ns>.svc.<zone>)."
+    ),
+]
+OnlyPassing = Annotated[
+    bool,
+    typer.Option(
+        "--only-passing/--include-warning",
+        envvar="MESH_ONLY_PASSING",
+        help="Answer only passing instances (Consul's only_passing); by default warning instances are answered too "
+        "and only critical ones are dropped.",
+    ),
+]
+ConsulTtl = Annotated[
+    int,
+    typer.Option("--service-ttl-default", envvar="MESH_SERVICE_TTL_DEFAULT", help="TTL (s) of Consul service answers."),
+]
+NodeTtl = Annotated[int, typer.Option("--node-ttl", envvar="MESH_NODE_TTL", help="TTL (s) of Consul node answers.")]
+ClusterTtl = Annotated[
+    int, typer.Option("--cluster-ttl", envvar="MESH_CLUSTER_TTL", help="TTL (s) of cluster-domain answers.")
+]
+ServiceTtl = Annotated[
+    list[str],
+    typer.Option(
+        "--service-ttl",
+        envvar="MESH_SERVICE_TTL",
+        help="Per-service TTL override NAME=SECONDS (repeatable; in the variable, space-separated).",
+    ),
+]
+Upstream = Annotated[
+    list[str],
+    typer.Option(
+        "--upstream",
+        envvar="MESH_UPSTREAM",
+        help="Resolver HOST:PORT for names outside our zones (repeatable); none: those queries get REFUSED.",
+    ),
+]
+
+
+def _dns_config(
+    domain: str,
+    cluster_domain: str,
+    datacenter: str,
+    only_passing: bool,
+    service_ttl_default: int,
+    node_ttl: int,
+    cluster_ttl: int,
+    service_ttl: list[str],
+    upstream: list[str],
+    ns_address: str,
+) -> DnsConfig:
+    ttls: dict[str, int] = {}
+    for item in service_ttl:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.isdigit():
+            raise typer.BadParameter(f"expected NAME=SECONDS, got {item!r}", param_hint="--service-ttl")
+        ttls[name.lower()] = int(value)
+    return DnsConfig(
+        domain=domain.strip(".").lower(),
+        cluster_domain=cluster_domain.strip(".").lower(),
+        datacenter=datacenter,
+        only_passing=only_passing,
+        consul_ttl=service_ttl_default,
+        node_ttl=node_ttl,
+        cluster_ttl=cluster_ttl,
+        service_ttls=MappingProxyType(ttls),
+        upstreams=tuple(upstream),
+        ns_address=ns_address,
+    )
+
+
+@app.command("dns")
+def dns_command(
+    dns_addr: DnsAddr = DEFAULT_DNS_ADDR,
+    metrics_addr: MetricsAddr = DEFAULT_METRICS_ADDR,
+    domain: Domain = "consul",
+    cluster_domain: ClusterDomain = "cluster.local",
+    datacenter: Datacenter = "dc1",
+    only_passing: OnlyPassing = False,
+    service_ttl_default: ConsulTtl = 0,
+    node_ttl: NodeTtl = 0,
+    cluster_ttl: ClusterTtl = 5,
+    service_ttl: ServiceTtl = [],  # noqa: B006 - typer reads the default, never mutates it
+    upstream: Upstream = [],  # noqa: B006
+    log_level: LogLevel = "info",
+) -> None:
+    """Run cluster DNS: Consul and Kubernetes names from the registry at CONSUL_HTTP_ADDR (token: CONSUL_HTTP_TOKEN)."""
+    configure_logging(log_level)
+    dns = _dns_config(
+        domain,
+        cluster_domain,
+        datacenter,
+        only_passing,
+        service_ttl_default,
+        node_ttl,
+        cluster_ttl,
+        service_ttl,
+        upstream,
+        split_host_port(dns_addr, 8600)[0],
+    )
+    config = DnsServerConfig(dns=dns, dns_addr=dns_addr, metrics_addr=metrics_addr)
+    run_until_signalled(lambda stop: serve_dns(config, stop))
+
+
 @app.command("up")
 def up_command(
     http_addr: HttpAddr = "127.0.0.1:8500",
@@ -104,20 +231,34 @@ def up_command(
     advertise: Advertise = "",
     datacenter: Datacenter = "dc1",
     acl_token: AclToken = "",
+    dns_addr: DnsAddr = DEFAULT_DNS_ADDR,
+    metrics_addr: MetricsAddr = DEFAULT_METRICS_ADDR,
+    upstream: Upstream = [],  # noqa: B006
     log_level: LogLevel = "info",
 ) -> None:
-    """Run everything in one process on its embedded defaults (today: the registry on 127.0.0.1:8500).
+    """Run everything in one process on its embedded defaults: the registry (127.0.0.1:8500) and DNS (127.0.0.1:8600).
 
-    DNS, the control plane and the registrar join this command as they land; see the README.
+    The control plane and the registrar join this command as they land; see the README.
     """
     configure_logging(log_level)
-    config = _registry_config(http_addr, data_dir, node, advertise, datacenter, acl_token)
+    registry = _registry_config(http_addr, data_dir, node, advertise, datacenter, acl_token)
+    dns_host, dns_port = split_host_port(dns_addr, 8600)
+    dns = _dns_config(
+        "consul", "cluster.local", datacenter, False, 0, 0, 5, [], upstream, split_host_port(dns_addr, 8600)[0]
+    )
+    dns_server = DnsServerConfig(
+        dns=dns,
+        dns_addr=dns_addr,
+        metrics_addr=metrics_addr,
+        registry=ClientConfig.from_address(f"http://{http_addr}", token=acl_token or None),
+    )
     typer.echo(
-        f"mesh up: registry on http://{http_addr} (data in {data_dir}); "
-        f"try: curl -s http://{http_addr}/v1/catalog/services",
+        f"mesh up: registry on http://{http_addr} (data in {data_dir}), DNS on {dns_addr}\n"
+        f"  try: curl -s http://{http_addr}/v1/catalog/services\n"
+        f"       dig @{dns_host} -p {dns_port} web.service.consul   (after registering a service named web)",
         err=True,
     )
-    run_until_signalled(lambda stop: serve(config, stop))
+    run_until_signalled(lambda stop: run_up(registry, dns_server, stop))
 
 
 def main() -> None:

@@ -1,0 +1,99 @@
+"""Answer cache: finished wire replies for our zones, valid for one ``RegistryView.version``.
+
+Two maps point at the same ``CacheEntry`` objects:
+
+- by *key*: ``(qname lower-cased, qtype, qclass, query flags, tcp, EDNS payload or 0, DO)``, the
+  normalised question (RFC 4343: names compare case-insensitively). A hit for a name spelled in
+  another case (0x20 randomisation) serves the cached bytes with the question patched back to the
+  client's spelling.
+- by *raw*: the query packet minus its ID (``packet[2:]``), per transport. The handler's hot path
+  is one lookup here, then the ID is patched in: no parsing at all. Only queries of ≤ 512 bytes are
+  remembered raw, so keys stay small. Raw bytes determine the reply completely (the normalised key
+  is a function of them), so a raw hit is always correct.
+
+Answers are shuffled per query by the answer core; to keep that while serving bytes, an entry
+holds up to ``VARIANTS`` replies built with different shuffles, served round-robin.
+
+Truncated UDP replies are cached like any other: the key includes the transport and the EDNS
+payload size, so the same bytes are the right answer for every query with that key (CoreDNS does
+not cache them because its key has no size in it).
+
+Bounds: each map holds at most ``max_entries``; inserting into a full map evicts its oldest
+eighth (dicts keep insertion order), so a flood of unique names cannot grow memory, and popular
+names come back after one rebuild. A new view version replaces both maps (O(1)).
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Final, TypeVar
+
+from dnsserver.metrics import Series
+
+VARIANTS: Final = 4
+MAX_RAW_KEY: Final = 510  # raw keys are packet[2:], so queries up to 512 bytes
+CacheKey = tuple[bytes, int, int, int, bool, int, bool]
+_K = TypeVar("_K")
+
+
+class CacheEntry:
+    """Finished replies without their 2-byte ID, served in turn."""
+
+    __slots__ = ("index", "qname", "series", "variants")
+
+    def __init__(self, variants: tuple[bytes, ...], qname: bytes, series: Series) -> None:
+        self.variants = variants  # each is reply[2:]; the question name starts at offset 10
+        self.qname = qname  # the question name as spelled in these bytes
+        self.series = series
+        self.index = 0
+
+    def take(self) -> bytes:
+        variants = self.variants
+        if len(variants) == 1:
+            return variants[0]
+        self.index = i = (self.index + 1) % len(variants)
+        return variants[i]
+
+    def respelled(self, qname: bytes) -> CacheEntry:
+        """A copy whose question name is spelled ``qname`` (same name, other case)."""
+        n = len(qname)
+        variants = tuple(v[:10] + qname + v[10 + n :] for v in self.variants)
+        return CacheEntry(variants, qname, self.series)
+
+
+class AnswerCache:
+    def __init__(self, max_entries: int = 10_000) -> None:
+        if max_entries < 8:
+            raise ValueError("max_entries must be at least 8")
+        self.max_entries = max_entries
+        self.version = -1
+        self.udp_raw: dict[bytes, CacheEntry] = {}
+        self.tcp_raw: dict[bytes, CacheEntry] = {}
+        self._by_key: dict[CacheKey, CacheEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def reset(self, version: int) -> None:
+        """Forget everything; the cache now holds answers for ``version``."""
+        self.version = version
+        self.udp_raw = {}
+        self.tcp_raw = {}
+        self._by_key = {}
+
+    def get(self, key: CacheKey) -> CacheEntry | None:
+        return self._by_key.get(key)
+
+    def put(self, key: CacheKey, entry: CacheEntry) -> None:
+        self._insert(self._by_key, key, entry)
+
+    def remember_raw(self, raw: bytes, tcp: bool, entry: CacheEntry) -> None:
+        """Let the hot path find ``entry`` by the query bytes (``packet[2:]``)."""
+        if len(raw) <= MAX_RAW_KEY:
+            self._insert(self.tcp_raw if tcp else self.udp_raw, raw, entry)
+
+    def _insert(self, table: dict[_K, CacheEntry], key: _K, entry: CacheEntry) -> None:
+        if len(table) >= self.max_entries and key not in table:
+            for old in list(islice(table, max(1, self.max_entries // 8))):
+                del table[old]
+        table[key] = entry
