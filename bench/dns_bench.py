@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the cluster DNS server (`mesh dns`) against dnsmasq, with dnsperf, on one core each.
 
-    python bench/dns_bench.py              # full run (about 4 minutes)
+    python bench/dns_bench.py              # full run (about 3 minutes)
     python bench/dns_bench.py --quick      # smaller counts, 1 run of 3 s per point (smoke check)
     python bench/dns_bench.py --profile    # also a py-spy profile of mesh dns on each path
 
@@ -48,21 +48,20 @@ import selectors
 import shutil
 import signal
 import socket
-import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import can_pin, free_port, median, process_cpu_seconds, process_memory_mb, run_pool, table
 
 REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = 0
 LOADGEN_CPU = 1
 
@@ -78,51 +77,12 @@ QTYPES = {"A": 1, "AAAA": 28, "SRV": 33, "TXT": 16}
 # === small helpers ===
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def process_memory_mb(pid: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) / 1024.0
-    return out
-
-
 def pin_all_threads(pid: int, cpu: int) -> None:
     """Move every thread of ``pid`` to ``cpu`` (as `taskset -a -p`)."""
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(int(task.name), {cpu})
-
-
-def can_pin() -> bool:
-    return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
 
 
 def find_binary(name: str) -> str | None:
@@ -154,12 +114,6 @@ def loadavg() -> str:
 
 def fmt_int(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:,.0f}"
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # === peers ===
@@ -383,16 +337,6 @@ class Registry(Proc):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"registry did not listen within 30 s:\n{self.log_tail()}")
-
-
-async def run_pool(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> None:
-    counter = iter(range(count))
-
-    async def worker() -> None:
-        for i in counter:
-            await one(i)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def load_catalog(reg: Registry, services: int, per_service: int, nodes: int, concurrency: int = 64) -> float:
@@ -1131,7 +1075,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n[2/2] uncached path and memory: {args.large_services:,} services x {args.per_service} instances")
             uncached = phase_uncached(args, peers, load, work)
     finally:
-        if not args.profile:
+        if args.profile:
+            print(f"\nprofiles (py-spy raw/collapsed stacks) and logs kept in {work}")
+        else:
             shutil.rmtree(work, ignore_errors=True)
 
     rows, figures = build_summary(cached, uncached)

@@ -37,21 +37,20 @@ import random
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+from benchlib import can_pin, free_port, median, percentile, process_cpu_seconds, process_memory_mb, run_pool, table
 
 REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 REGISTRY_CPU = 0
 LOADGEN_CPU = 1
 AGENT_NODE = "bench-agent"
@@ -62,36 +61,6 @@ TARGET_FANOUT_P99_MS = 50.0  # 1,000 watchers
 
 
 # === small helpers ===
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (p100 = max)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def can_pin() -> bool:
-    return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
 
 
 def machine_facts(data_root: Path, pinned: bool) -> dict[str, Any]:
@@ -164,12 +133,7 @@ class RegistryProcess:
         return process_cpu_seconds(self.pid)
 
     def memory_mb(self) -> dict[str, float]:
-        out = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) / 1024.0
-        return out
+        return process_memory_mb(self.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
@@ -191,17 +155,6 @@ class RegistryProcess:
 def new_session(limit: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=None)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_read=120))
-
-
-async def run_pool(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> None:
-    """Call ``one(i)`` for i in range(count) with ``concurrency`` workers (closed loop)."""
-    counter = iter(range(count))
-
-    async def worker() -> None:
-        for i in counter:
-            await one(i)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 # === 1. registration throughput ===
@@ -722,14 +675,6 @@ def bench_scale_and_fanout(args: argparse.Namespace, pin: bool) -> tuple[dict[st
 
 
 # === report ===
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
-    return "\n".join([line, sep, *body])
 
 
 def rss_max(scale: dict[str, Any], fans: list[dict[str, Any]]) -> float:

@@ -11,8 +11,23 @@ Two maps point at the same ``CacheEntry`` objects:
   remembered raw, so keys stay small. Raw bytes determine the reply completely (the normalised key
   is a function of them), so a raw hit is always correct.
 
+Insertion is lazy for the raw map ("raw on second sight"): a miss stores its answer by *key*
+only; the first repeat of the same bytes finds it there (one ``parse_query``) and adds the raw key,
+after which every hit is the raw hot path, unchanged. So a flood of unique names (every query a
+miss) costs one dict insert (and its share of eviction) per query instead of two, and never-repeated
+names do not crowd the raw map, where the repeated ones live. For the same reason the variant
+builder is attached on that first repeat too (``CacheEntry.lazy``), not at the miss: a miss then
+leaves one GC-tracked object in the cache (the entry) instead of five (entry, ``partial``, its
+argument tuple and keyword dict, the parsed query), which made a flood of unique names trigger a
+full garbage collection (hundreds of ms with a large registry view) every ~20,000 misses.
+
 Answers are shuffled per query by the answer core; to keep that while serving bytes, an entry
-holds up to ``VARIANTS`` replies built with different shuffles, served round-robin.
+holds up to ``VARIANTS`` replies built with different shuffles, served round-robin. Variants are
+built lazily, so a miss costs one build, not ``VARIANTS``: the miss serves the first variant, and
+each of the next ``VARIANTS - 1`` hits builds one more shuffle (``CacheEntry.more``) and serves
+it, so the first hits already see fresh orders. A new variant equal to one already held (likely
+for two records) is dropped and that hit is served round-robin instead; after the last build the
+builder is released and a hit is a dict lookup, an index step and the ID patch.
 
 Truncated UDP replies are cached like any other: the key includes the transport and the EDNS
 payload size, so the same bytes are the right answer for every query with that key (CoreDNS does
@@ -25,6 +40,8 @@ names come back after one rebuild. A new view version replaces both maps (O(1)).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from itertools import islice
 from typing import Final, TypeVar
 
@@ -34,23 +51,59 @@ VARIANTS: Final = 4
 MAX_RAW_KEY: Final = 510  # raw keys are packet[2:], so queries up to 512 bytes
 CacheKey = tuple[bytes, int, int, int, bool, int, bool]
 _K = TypeVar("_K")
+log = logging.getLogger(__name__)
 
 
 class CacheEntry:
-    """Finished replies without their 2-byte ID, served in turn."""
+    """Finished replies without their 2-byte ID, served in turn; more are built lazily by ``more``."""
 
-    __slots__ = ("index", "qname", "series", "variants")
+    __slots__ = ("index", "lazy", "more", "pending", "qname", "series", "variants")
 
-    def __init__(self, variants: tuple[bytes, ...], qname: bytes, series: Series) -> None:
+    def __init__(
+        self,
+        variants: tuple[bytes, ...],
+        qname: bytes,
+        series: Series,
+        more: Callable[[], bytes] | None = None,
+        lazy: int = 0,
+    ) -> None:
         self.variants = variants  # each is reply[2:]; the question name starts at offset 10
         self.qname = qname  # the question name as spelled in these bytes
         self.series = series
         self.index = 0
+        # ``more()`` builds another shuffle (reply[2:]); called on at most ``pending`` later hits.
+        self.more = more
+        self.pending = VARIANTS - len(variants) if more is not None or lazy else 0
+        # Nonzero: more variants are wanted but ``more`` is not attached yet; the owner (the handler)
+        # says which builder with this tag and attaches it on the first hit (see the module doc).
+        self.lazy = lazy
 
     def take(self) -> bytes:
+        if self.more is not None:
+            return self._grow()
         variants = self.variants
         if len(variants) == 1:
             return variants[0]
+        self.index = i = (self.index + 1) % len(variants)
+        return variants[i]
+
+    def _grow(self) -> bytes:
+        """Build one more variant and serve it (or the next old one, if it repeats an order)."""
+        assert self.more is not None
+        self.pending -= 1
+        try:
+            fresh = self.more()
+        except Exception:  # never fail a hit that has good bytes: stop growing, serve what we have
+            log.exception("building another DNS answer variant")
+            fresh = self.variants[0]
+            self.pending = 0
+        if self.pending <= 0:
+            self.more = None  # release the view and query the builder holds
+        variants = self.variants
+        if fresh not in variants:
+            self.variants = (*variants, fresh)
+            self.index = len(variants)
+            return fresh
         self.index = i = (self.index + 1) % len(variants)
         return variants[i]
 

@@ -13,10 +13,14 @@ Path of a packet:
 2. ``wire.parse_query``; malformed → FORMERR/BADVERS/NOTIMP or drop (``wire`` lists the rules).
 3. normalised cache (lower-cased name, type, class, flags, transport, EDNS size, DO): respell the
    question in the client's case, patch the ID.
-4. miss: build the request ``DNSRecord`` from the parsed question (no second parse), call the
-   answer core; ``None`` means not our zone → forward (or REFUSED without upstreams). Our replies
-   are finished (OPT, truncation) and cached, with up to ``VARIANTS`` shuffles when the answer has
-   two or more records. The question section is always the client's, as received (RFC 1035, 0x20).
+4. miss: the wire fast path (``fastpath.py``) writes the reply bytes directly for the common
+   names (Consul service A/AAAA/SRV, K8s service A/AAAA, NXDOMAIN) when the answer core is the
+   real one; otherwise build the request ``DNSRecord`` from the parsed question (no second parse)
+   and call the answer core; ``None`` means not our zone → forward (or REFUSED without upstreams).
+   Our replies are finished (OPT, truncation) and cached (normalised map; the raw key and the
+   variant builder are added on the first repeat, ``cache.py``). One shuffle is built per miss;
+   when the answer has two or more records the entry builds up to ``VARIANTS - 1`` more, one per
+   later hit. The question section is always the client's, as received (RFC 1035, 0x20).
 5. Before the registry view is synced, names in our zones get SERVFAIL (CoreDNS before informer
    sync), and nothing is cached.
 Any exception is answered SERVFAIL and counted in ``mesh_dns_panics_total``; none escapes.
@@ -24,18 +28,21 @@ Any exception is answered SERVFAIL and counted in ``mesh_dns_panics_total``; non
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 from dnslib import DNSHeader, DNSRecord
 
 from dnsserver import wire
 from dnsserver.answers import answer
-from dnsserver.cache import VARIANTS, AnswerCache, CacheEntry, CacheKey
+from dnsserver.cache import AnswerCache, CacheEntry, CacheKey
 from dnsserver.config import DnsConfig
+from dnsserver.fastpath import FastPath
 from dnsserver.forward import Forwarder
 from dnsserver.metrics import NO_RESPONSE, DnsMetrics
 from dnsserver.view import RegistryView
@@ -46,6 +53,8 @@ AnswerFn = Callable[[RegistryView, DNSRecord, DnsConfig, random.Random], DNSReco
 ZONE_FORWARD: Final = "."
 ZONE_DROPPED: Final = "dropped"
 _REVERSE_ZONES: Final = ("in-addr.arpa", "ip6.arpa")
+_LAZY_FAST: Final = 1  # CacheEntry.lazy: more variants come from the wire fast path
+_LAZY_CORE: Final = 2  # ... from the answer core
 
 
 def _wire_name(name: str) -> bytes:
@@ -85,6 +94,7 @@ class DnsHandler:
         rng: random.Random | None = None,
         metrics: DnsMetrics | None = None,
         cache_size: int = 10_000,
+        fast_path: bool = True,
     ) -> None:
         self.config = config
         self.metrics = metrics or DnsMetrics()
@@ -95,6 +105,8 @@ class DnsHandler:
         if forwarder is not None:
             forwarder.use_metrics(self.metrics)
         self._answer_fn = answer_fn
+        # The fast path reproduces the real answer core only; a stand-in answer_fn (tests) gets no fast path.
+        self._fast = FastPath(config) if fast_path and answer_fn is answer else None
         self._rng = rng or random.Random()
         self._max_udp = max(wire.MIN_UDP, min(config.max_udp_size, wire.MAX_TCP))
         zones = [config.cluster_domain, config.domain, *_REVERSE_ZONES]
@@ -152,6 +164,8 @@ class DnsHandler:
         entry = cache.get(key)
         if entry is not None:
             entry.series.hits += 1
+            if entry.lazy:
+                self._attach(entry, q, view, max_size, payload)
             tail = entry.take()
             if entry.qname != q.qname:  # same name, other case: answer in the client's spelling
                 tail = tail[:10] + q.qname + tail[10 + len(q.qname) :]
@@ -160,32 +174,78 @@ class DnsHandler:
             return packet[:2] + tail
 
         metrics.cache_misses += 1
+        fast = self._fast
+        if fast is not None:
+            built = fast.reply(view, q, self._rng, max_size=max_size, payload=payload)
+            if built is not None:
+                data, count = built
+                lazy = _LAZY_FAST if count >= 2 else 0
+                return self._store(packet, q, tcp, key, data, wire.rcode_of(data), lazy, started)
+
         request = wire.request_record(q)
         reply = self._answer_fn(view, request, self.config, self._rng)
         if reply is None:
             return self._not_ours(packet, q, request, tcp, key, started)
 
-        zone = self._zone_of(q.qname_lower)
         if not view.synced:
             reply = _reply(request, wire.SERVFAIL, recursion=self._forwarder is not None)
             data = wire.finish(reply, max_size=max_size, edns=edns, payload=payload)
+            zone = self._zone_of(q.qname_lower)
             metrics.observe(metrics.series(proto, q.qtype, zone, wire.SERVFAIL), time.perf_counter() - started)
             return data
 
-        shuffled = len(reply.rr) >= 2
-        replies = [self._finish_ours(reply, request, max_size, edns, payload)]
-        if shuffled:
-            for _ in range(VARIANTS - 1):
-                again = self._answer_fn(view, request, self.config, self._rng)
-                if again is None:
-                    break
-                replies.append(self._finish_ours(again, request, max_size, edns, payload))
-        series = metrics.series(proto, q.qtype, zone, reply.header.rcode)
-        entry = CacheEntry(tuple(dict.fromkeys(r[2:] for r in replies)), q.qname, series)
-        cache.put(key, entry)
-        cache.remember_raw(packet[2:], tcp, entry)
+        rcode = reply.header.rcode
+        lazy = _LAZY_CORE if len(reply.rr) >= 2 else 0
+        data = self._finish_ours(reply, request, max_size, edns, payload)
+        return self._store(packet, q, tcp, key, data, rcode, lazy, started)
+
+    def _store(
+        self,
+        packet: bytes,
+        q: wire.Query,
+        tcp: bool,
+        key: CacheKey,
+        data: bytes,
+        rcode: int,
+        lazy: int,
+        started: float,
+    ) -> bytes:
+        """Cache our reply ``data`` and count it; ``lazy``: which builder makes more shuffles (``_attach``)."""
+        metrics = self.metrics
+        series = metrics.series("tcp" if tcp else "udp", q.qtype, self._zone_of(q.qname_lower), rcode)
+        # Normalised map only: the first repeat finds it there and adds the raw key (see cache.py).
+        self.cache.put(key, CacheEntry((data[2:],), q.qname, series, lazy=lazy))
         metrics.observe(series, time.perf_counter() - started)
-        return replies[0]
+        return data
+
+    def _attach(self, entry: CacheEntry, q: wire.Query, view: RegistryView, max_size: int, payload: int) -> None:
+        """Give ``entry`` (hit for the first time) its variant builder, for the question it was built for.
+
+        Same key, so same type, class, flags, transport, payload and DO; only the spelling may differ.
+        """
+        if q.qname != entry.qname:
+            q = dataclasses.replace(q, qname=entry.qname)
+        fast = self._fast
+        if entry.lazy == _LAZY_FAST and fast is not None:
+            entry.more = partial(self._fast_variant, fast, view, q, max_size, payload)
+        else:
+            entry.more = partial(self._core_variant, view, q, max_size, payload)
+        entry.lazy = 0
+
+    def _fast_variant(self, fast: FastPath, view: RegistryView, q: wire.Query, max_size: int, payload: int) -> bytes:
+        """Another shuffle of a fast-path reply, without its ID (for ``CacheEntry.more``)."""
+        built = fast.reply(view, q, self._rng, max_size=max_size, payload=payload)
+        if built is None:  # pragma: no cover - the fast path decides from (view, q) alone
+            raise RuntimeError("fast path declined a query it answered before")
+        return built[0][2:]
+
+    def _core_variant(self, view: RegistryView, q: wire.Query, max_size: int, payload: int) -> bytes:
+        """Another shuffle from the answer core, without its ID (for ``CacheEntry.more``)."""
+        request = wire.request_record(q)
+        reply = self._answer_fn(view, request, self.config, self._rng)
+        if reply is None:  # pragma: no cover - the answer core is deterministic about what is ours
+            raise RuntimeError("answer core declined a query it answered before")
+        return self._finish_ours(reply, request, max_size, q.edns, payload)[2:]
 
     def _finish_ours(
         self, reply: DNSRecord, request: DNSRecord, max_size: int, edns: wire.Edns | None, payload: int

@@ -1,6 +1,7 @@
 """CoreDNS-like Prometheus metrics for the DNS server, prefix ``mesh_dns_``.
 
-Counting costs one integer increment on the hot path: requests are counted on small ``Series``
+Counting costs one integer increment on the hot path (a miss adds one histogram bucket increment
+and a float add on the histogram its Series points at: no lookups): requests are counted on small ``Series``
 objects (one per proto x type x zone x rcode, created once and kept by cache entries), and the
 Prometheus families are built from those plain integers at scrape time by a custom collector.
 
@@ -72,26 +73,27 @@ def rcode_label(rcode: int) -> str:
     return _RCODES.get(rcode, str(rcode))
 
 
-class Series:
-    """Counts for one (proto, type, zone, rcode); ``hits`` are cache hits, ``other`` the rest."""
-
-    __slots__ = ("hits", "other", "proto", "rcode", "type", "zone")
-
-    def __init__(self, proto: str, type_: str, zone: str, rcode: int) -> None:
-        self.proto = proto
-        self.type = type_
-        self.zone = zone
-        self.rcode = rcode
-        self.hits = 0
-        self.other = 0
-
-
 class _Histogram:
     __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(DURATION_BUCKETS) + 1)
         self.total = 0.0
+
+
+class Series:
+    """Counts for one (proto, type, zone, rcode); ``hits`` are cache hits, ``other`` the rest."""
+
+    __slots__ = ("hist", "hits", "other", "proto", "rcode", "type", "zone")
+
+    def __init__(self, proto: str, type_: str, zone: str, rcode: int, hist: _Histogram | None = None) -> None:
+        self.hist = hist  # the duration histogram of ``type`` (set by ``DnsMetrics.series``)
+        self.proto = proto
+        self.type = type_
+        self.zone = zone
+        self.rcode = rcode
+        self.hits = 0
+        self.other = 0
 
 
 class DnsMetrics(Collector):
@@ -121,7 +123,10 @@ class DnsMetrics(Collector):
             alias = (proto, -1, zone, rcode) if label == "other" else key
             found = self._series.get(alias)
             if found is None:
-                found = Series(proto, label, zone, rcode)
+                hist = self._durations.get(label)
+                if hist is None:
+                    hist = self._durations[label] = _Histogram()
+                found = Series(proto, label, zone, rcode, hist)
                 self._series[alias] = found
             self._series[key] = found
         return found
@@ -129,9 +134,9 @@ class DnsMetrics(Collector):
     def observe(self, series: Series, seconds: float) -> None:
         """One non-cache-hit request answered (or dropped) after ``seconds``."""
         series.other += 1
-        hist = self._durations.get(series.type)
-        if hist is None:
-            hist = self._durations[series.type] = _Histogram()
+        hist = series.hist
+        if hist is None:  # a Series not made by ``series`` (tests)
+            hist = series.hist = self._durations.setdefault(series.type, _Histogram())
         hist.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
         hist.total += seconds
 
@@ -195,6 +200,8 @@ class DnsMetrics(Collector):
         )
         for type_ in sorted(set(self._durations) | set(hits)):
             h = self._durations.get(type_) or _Histogram()
+            if not hits.get(type_) and not any(h.counts):
+                continue  # a series was made but nothing observed yet
             cumulative = hits.get(type_, 0)
             buckets = []
             for bound, count in zip(DURATION_BUCKETS, h.counts, strict=False):
