@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from discovery.runtime.limits import raise_open_files_limit
+
 
 def add_ops_routes(app: web.Application, ready: Callable[[], bool]) -> None:
     """GET /metrics (Prometheus text), /healthz (alive), /readyz (ready to serve)."""
@@ -43,6 +45,8 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run ``main(stop)`` on uvloop; SIGTERM/SIGINT set ``stop`` so it can drain and return."""
     import uvloop
+
+    raise_open_files_limit()
 
     async def wrapper() -> None:
         stop = asyncio.Event()
