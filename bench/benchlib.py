@@ -7,12 +7,15 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -82,3 +85,48 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
     return "\n".join([line, sep, *body])
+
+
+class Proc:
+    """A child process a benchmark started: PID, CPU, memory, log tail, and a stop of only itself."""
+
+    def __init__(self, label: str, workdir: Path) -> None:
+        self.label = label
+        self.workdir = workdir
+        self.log = workdir / f"{label}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, argv: list[str], pin_cpu: int | None, env: dict[str, str] | None = None) -> None:
+        if pin_cpu is not None:
+            argv = ["taskset", "-c", str(pin_cpu), *argv]  # taskset execs: same PID
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.pid)
+
+    def memory_mb(self) -> dict[str, float]:
+        return process_memory_mb(self.pid)
+
+    def log_tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None

@@ -59,9 +59,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import can_pin, free_port, median, process_cpu_seconds, process_memory_mb, run_pool, table
+from benchlib import REPO, Proc, can_pin, free_port, median, run_pool, table
 
-REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 LOADGEN_CPU = 1
 
@@ -269,49 +268,6 @@ def probe(port: int, name: str, timeout: float = 0.5) -> tuple[int, int] | None:
 
 
 # === processes (each stops only itself) ===
-
-
-class Proc:
-    def __init__(self, label: str, workdir: Path) -> None:
-        self.label = label
-        self.workdir = workdir
-        self.log = workdir / f"{label}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def spawn(self, argv: list[str], pin_cpu: int | None, env: dict[str, str] | None = None) -> None:
-        if pin_cpu is not None:
-            argv = ["taskset", "-c", str(pin_cpu), *argv]  # taskset execs: same PID
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
-
-    def memory_mb(self) -> dict[str, float]:
-        return process_memory_mb(self.pid)
-
-    def log_tail(self, lines: int = 15) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
 
 
 def mesh_exe() -> str:

@@ -48,9 +48,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
-from benchlib import can_pin, free_port, median, percentile, process_cpu_seconds, process_memory_mb, run_pool, table
+from benchlib import REPO, Proc, can_pin, free_port, median, percentile, process_cpu_seconds, run_pool, table
 
-REPO = Path(__file__).resolve().parent.parent
 REGISTRY_CPU = 0
 LOADGEN_CPU = 1
 AGENT_NODE = "bench-agent"
@@ -94,27 +93,23 @@ def machine_facts(data_root: Path, pinned: bool) -> dict[str, Any]:
 # === the registry under test ===
 
 
-class RegistryProcess:
+class RegistryProcess(Proc):
     """One `mesh registry` subprocess with its own data directory; stops only itself."""
 
     def __init__(self, data_root: Path, pin: bool, label: str) -> None:
         self.pin = pin
-        self.label = label
         self.dir = Path(tempfile.mkdtemp(prefix=f"registry-bench-{label}-", dir=data_root))
+        super().__init__(label, self.dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log = self.dir / "registry.log"
 
     def start(self) -> None:
         mesh = REPO / ".venv" / "bin" / "mesh"
         exe = str(mesh) if mesh.exists() else (shutil.which("mesh") or "mesh")
         argv = [exe, "registry", "--data-dir", str(self.dir / "data"), "--http-addr", f"127.0.0.1:{self.port}"]
         argv += ["--node", AGENT_NODE, "--log-level", "warning"]
-        if self.pin:
-            argv = ["taskset", "-c", str(REGISTRY_CPU), *argv]  # taskset execs: same PID
-        with self._log.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.spawn(argv, REGISTRY_CPU if self.pin else None)
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,31 +119,8 @@ class RegistryProcess:
             time.sleep(0.05)
         raise RuntimeError(f"registry did not listen within 30 s:\n{self.log_tail()}")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
-
-    def memory_mb(self) -> dict[str, float]:
-        return process_memory_mb(self.pid)
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
