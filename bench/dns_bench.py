@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import REPO, Proc, can_pin, free_port, median, run_pool, table
+from benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, run_pool, table
 
 SERVER_CPU = 0
 LOADGEN_CPU = 1
@@ -171,12 +171,7 @@ def sources_digest(folder: Path) -> str:
 
 
 def machine_facts(peers: dict[str, Any], pinned: bool) -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     commit = first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     dirty = first_line(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     return {

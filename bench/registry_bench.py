@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
-from benchlib import REPO, Proc, can_pin, free_port, median, percentile, process_cpu_seconds, run_pool, table
+from benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, percentile, process_cpu_seconds, run_pool, table
 
 REGISTRY_CPU = 0
 LOADGEN_CPU = 1
@@ -63,12 +63,7 @@ TARGET_FANOUT_P99_MS = 50.0  # 1,000 watchers
 
 
 def machine_facts(data_root: Path, pinned: bool) -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     fs = "unknown"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(

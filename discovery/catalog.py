@@ -261,6 +261,10 @@ class Catalog:
         on_node = self._checks.get(node, {})
         return [on_node[i] for i in ids]
 
+    def health_checks(self, service: Service) -> list[Check]:
+        """What decides an instance's health: its own checks, then its node's checks (as Consul)."""
+        return self.checks_of_instance(service.node, service.id) + self.node_checks(service.node)
+
     def checks_of_service(self, name: str) -> list[Check]:
         return [c for s in self.instances(name) for c in self.checks_of_instance(s.node, s.id)]
 

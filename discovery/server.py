@@ -14,8 +14,6 @@ from discovery.api.app import build_app
 from discovery.api.context import ApiContext
 from discovery.checks import MIN_DEREGISTER_AFTER, REAP_INTERVAL, CheckRunner
 from discovery.registry import AgentIdentity, Registry
-from discovery.runtime.memory import freeze_long_lived
-from discovery.runtime.tasks import cancel_and_wait
 
 log = logging.getLogger("discovery.server")
 
@@ -67,7 +65,6 @@ class RegistryServer:
         self.registry.on_fatal = lambda _exc: self.failed.set()
         self._runner: web.AppRunner | None = None
         self._context: ApiContext | None = None
-        self._gc_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -82,7 +79,6 @@ class RegistryServer:
         from discovery.runtime.http import start_site
 
         await self.registry.open()
-        self._gc_task = asyncio.create_task(freeze_long_lived(), name="gc-freeze")
         await self.checks.start()
         self._context = ApiContext(
             self.registry, acl_token=self.config.acl_token, on_ttl_update=self.checks.ttl_refreshed
@@ -111,8 +107,6 @@ class RegistryServer:
             await self._runner.cleanup()  # stops accepting, lets in-flight requests finish
             self._runner = None
         await self.checks.close()
-        await cancel_and_wait(self._gc_task)
-        self._gc_task = None
         await self.registry.close()
         log.info("registry stopped")
 

@@ -18,8 +18,6 @@ from prometheus_client import REGISTRY
 from discovery.client import RegistryClient
 from discovery.client_config import ClientConfig
 from discovery.runtime.http import add_ops_routes, start_site
-from discovery.runtime.memory import freeze_long_lived
-from discovery.runtime.tasks import cancel_and_wait
 from discovery.server import split_host_port
 from dnsserver.config import DEFAULT_DNS_ADDR, DEFAULT_METRICS_ADDR, DnsConfig
 from dnsserver.forward import Forwarder
@@ -53,7 +51,6 @@ class DnsServer:
         self.handler = DnsHandler(config.dns, lambda: self.watcher.view, self._forwarder, metrics=self.metrics)
         self._listeners: Listeners | None = None
         self._ops: web.AppRunner | None = None
-        self._gc_task: asyncio.Task[None] | None = None
 
     @property
     def dns_port(self) -> int:
@@ -67,8 +64,6 @@ class DnsServer:
         await self.watcher.start()
         with contextlib.suppress(TimeoutError):
             await self.watcher.wait_synced(STARTUP_SYNC_TIMEOUT)
-        # A large view is millions of long-lived objects: keep them out of full GC passes.
-        self._gc_task = asyncio.create_task(freeze_long_lived(), name="dns-gc-freeze")
         if not self.watcher.view.synced:
             log.warning("registry not synced yet; answering SERVFAIL for our zones until it is")
         ops = web.Application()
@@ -92,8 +87,6 @@ class DnsServer:
             await self._ops.cleanup()
             self._ops = None
         await self.watcher.close()
-        await cancel_and_wait(self._gc_task)
-        self._gc_task = None
         if self._forwarder is not None:
             await self._forwarder.close()
         await self._client.close()

@@ -186,7 +186,7 @@ async def members(request: web.Request) -> web.Response:
 def _aggregate(catalog: Catalog, services: list[Service]) -> tuple[str, list[dict[str, Any]]]:
     entries, statuses = [], []
     for service in services:
-        checks = catalog.checks_of_instance(service.node, service.id) + catalog.node_checks(service.node)
+        checks = catalog.health_checks(service)
         status = worst_status(c.status for c in checks)
         statuses.append(status)
         entries.append(

@@ -124,7 +124,7 @@ def health_entry(catalog: Catalog, s: Service) -> tuple[dict[str, Any], str]:
     """One /v1/health/service entry and its aggregate status (instance checks + node checks)."""
     n = catalog.node(s.node)
     assert n is not None, "a service always has its node"
-    items = catalog.checks_of_instance(s.node, s.id) + catalog.node_checks(s.node)
+    items = catalog.health_checks(s)
     entry = {
         "Node": node(n),
         "Service": health_service_object(s),

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from discovery.runtime.limits import raise_open_files_limit
+from discovery.runtime.memory import freeze_long_lived
 
 
 def add_ops_routes(app: web.Application, ready: Callable[[], bool]) -> None:
@@ -53,6 +54,12 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+        # Once per process, however many parts `main` runs (`mesh up` runs several).
+        gc_tuning = asyncio.create_task(freeze_long_lived(), name="gc-freeze")
+        try:
+            await main(stop)
+        finally:
+            gc_tuning.cancel()
+            await asyncio.gather(gc_tuning, return_exceptions=True)
 
     uvloop.run(wrapper())
