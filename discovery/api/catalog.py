@@ -74,17 +74,19 @@ async def datacenters(request: web.Request) -> web.Response:
     return ctx.json_response(request, None, lambda: [ctx.datacenter])
 
 
-async def nodes(request: web.Request) -> web.Response:
+async def nodes(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     wanted = params.node_meta(request.query)
-    index = await ctx.wait_for_change(request, (CATALOG_NODES,), lambda: catalog.topic_index((CATALOG_NODES,)))
-    return ctx.json_response(
-        request, index, lambda: [render.node(n) for n in catalog.nodes() if meta_matches(n, wanted)]
+    return await ctx.blocking_json(
+        request,
+        (CATALOG_NODES,),
+        lambda: catalog.topic_index((CATALOG_NODES,)),
+        lambda: [render.node(n) for n in catalog.nodes() if meta_matches(n, wanted)],
     )
 
 
-async def services(request: web.Request) -> web.Response:
+async def services(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     wanted = params.node_meta(request.query)
@@ -94,7 +96,6 @@ async def services(request: web.Request) -> web.Response:
         # matching node (CATALOG_SERVICES only moves when the unfiltered name/tag view does), and when
         # node meta changes. A brand-new name moves CATALOG_SERVICES, so the current names suffice.
         topics += (CATALOG_NODES, *(catalog_service_topic(name) for name in catalog.service_names()))
-    index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
 
     def build() -> dict[str, list[str]]:
         if not wanted:
@@ -106,16 +107,15 @@ async def services(request: web.Request) -> web.Response:
                     out.setdefault(s.name, set()).update(s.tags)
         return {name: sorted(out[name]) for name in sorted(out)}
 
-    return ctx.json_response(request, index, build)
+    return await ctx.blocking_json(request, topics, lambda: catalog.topic_index(topics), build)
 
 
-async def service(request: web.Request) -> web.Response:
+async def service(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     name = request.match_info["service"]
     tags, wanted = params.tags(request.query), params.node_meta(request.query)
     topics = (catalog_service_topic(name),)
-    index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
 
     def build() -> list[dict[str, object]]:
         out = []
@@ -125,15 +125,14 @@ async def service(request: web.Request) -> web.Response:
                 out.append(render.catalog_service_entry(s, node))
         return out
 
-    return ctx.json_response(request, index, build)
+    return await ctx.blocking_json(request, topics, lambda: catalog.topic_index(topics), build)
 
 
-async def node(request: web.Request) -> web.Response:
+async def node(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     name = request.match_info["node"]
     topics = (catalog_node_topic(name),)
-    index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
 
     def build() -> dict[str, object] | None:
         found = catalog.node(name)
@@ -144,7 +143,7 @@ async def node(request: web.Request) -> web.Response:
             "Services": {s.id: render.agent_service(s, found.datacenter) for s in catalog.services_on(name)},
         }
 
-    return ctx.json_response(request, index, build)
+    return await ctx.blocking_json(request, topics, lambda: catalog.topic_index(topics), build)
 
 
 def add_routes(app: web.Application) -> None:

@@ -16,14 +16,13 @@ from discovery.models import PASSING
 _STATES = ("any", "passing", "warning", "critical")
 
 
-async def service(request: web.Request) -> web.Response:
+async def service(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     name = request.match_info["service"]
     only_passing = params.parse_bool_param(request.query, "passing")
     tags, wanted = params.tags(request.query), params.node_meta(request.query)
     topics = (health_service_topic(name),)
-    index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
 
     def build() -> list[dict[str, Any]]:
         out = []
@@ -35,26 +34,26 @@ async def service(request: web.Request) -> web.Response:
                 out.append(entry)
         return out
 
-    return ctx.json_response(request, index, build)
+    return await ctx.blocking_json(request, topics, lambda: catalog.topic_index(topics), build)
 
 
-async def checks(request: web.Request) -> web.Response:
+async def checks(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     name = request.match_info["service"]
     wanted = params.node_meta(request.query)
     topics = (health_service_topic(name),)
-    index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
-    return ctx.json_response(
+    return await ctx.blocking_json(
         request,
-        index,
+        topics,
+        lambda: catalog.topic_index(topics),
         lambda: render.checks(
             catalog, [c for c in catalog.checks_of_service(name) if meta_matches(catalog.node(c.node), wanted)]
         ),
     )
 
 
-async def state(request: web.Request) -> web.Response:
+async def state(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     wanted_state = request.match_info["state"]
@@ -64,23 +63,24 @@ async def state(request: web.Request) -> web.Response:
     topics: tuple[Topic, ...] = (health_state_topic(wanted_state),)
     if wanted:
         topics += (CATALOG_NODES,)  # a node whose meta changes moves its checks in or out of the answer
-    index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
-    return ctx.json_response(
+    return await ctx.blocking_json(
         request,
-        index,
+        topics,
+        lambda: catalog.topic_index(topics),
         lambda: render.checks(
             catalog, [c for c in catalog.checks_in_state(wanted_state) if meta_matches(catalog.node(c.node), wanted)]
         ),
     )
 
 
-async def node(request: web.Request) -> web.Response:
+async def node(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     catalog = ctx.registry.catalog
     name = request.match_info["node"]
     topics = (health_node_topic(name),)
-    index = await ctx.wait_for_change(request, topics, lambda: catalog.topic_index(topics))
-    return ctx.json_response(request, index, lambda: render.checks(catalog, catalog.checks_on(name)))
+    return await ctx.blocking_json(
+        request, topics, lambda: catalog.topic_index(topics), lambda: render.checks(catalog, catalog.checks_on(name))
+    )
 
 
 def add_routes(app: web.Application) -> None:
