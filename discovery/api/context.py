@@ -26,6 +26,15 @@ RESPONSE_CACHE_SIZE: Final = 1024
 _NOT_CACHE_KEY: Final = frozenset({"index", "wait", "token"})
 
 
+# (path, pretty, the query's other parameters, sorted): one rendered body per query and index.
+_CacheKey = tuple[str, bool, tuple[tuple[str, str], ...]]
+
+
+def _cache_key(request: web.Request) -> _CacheKey:
+    query = request.query
+    return (request.path, "pretty" in query, tuple(sorted(kv for kv in query.items() if kv[0] not in _NOT_CACHE_KEY)))
+
+
 @dataclass(slots=True)
 class _Rendered:
     """One query's answer at one index: the JSON body, and the whole HTTP/1.1 response
@@ -42,7 +51,7 @@ class ApiContext:
     registry: Registry
     acl_token: str = ""
     on_ttl_update: Callable[[str], None] = lambda _check_id: None
-    _cache: OrderedDict[tuple[Any, ...], _Rendered] = field(default_factory=OrderedDict)
+    _cache: OrderedDict[_CacheKey, _Rendered] = field(default_factory=OrderedDict)
     _parked: set[asyncio.Future[bool]] = field(default_factory=set)
     _releasing: bool = False
 
@@ -76,7 +85,12 @@ class ApiContext:
         """
         blocking = self._blocking(request)
         if blocking.index:
-            answer = partial(self._answer_on_wire, request, index_of, build) if _wire_answerable(request) else None
+            # The cache key is computed once here, not by each of a thousand wake-ups.
+            answer = (
+                partial(self._answer_on_wire, request, _cache_key(request), index_of, build)
+                if _wire_answerable(request)
+                else None
+            )
             if await self.wait_until(topics, blocking.wait, lambda: index_of() > blocking.index, answer):
                 return AnsweredOnWire()
         return self.json_response(request, index_of(), build)
@@ -132,19 +146,18 @@ class ApiContext:
         self, request: web.Request, index: int | None, build: Callable[[], Any], status: int = 200
     ) -> web.Response:
         """Serialise ``build()`` (cached per query and index) with Consul's headers."""
-        body = self._rendered(request, index, build).body
+        body = self._rendered(_cache_key(request), index, build).body
         return web.Response(
             status=status, body=body, content_type="application/json", headers=self.headers(request, index)
         )
 
-    def _rendered(self, request: web.Request, index: int | None, build: Callable[[], Any]) -> _Rendered:
-        pretty = "pretty" in request.query
-        key = (request.path, pretty, tuple(sorted(kv for kv in request.query.items() if kv[0] not in _NOT_CACHE_KEY)))
+    def _rendered(self, key: _CacheKey, index: int | None, build: Callable[[], Any]) -> _Rendered:
         cached = self._cache.get(key) if index is not None else None
         if cached is not None and cached.index == index:
             self._cache.move_to_end(key)
             return cached
         value = build()
+        pretty = key[1]
         body = (json.dumps(value, indent=4) if pretty else json.dumps(value, separators=(",", ":"))).encode()
         rendered = _Rendered(index or 0, body)
         if index is not None:
@@ -153,13 +166,15 @@ class ApiContext:
                 self._cache.popitem(last=False)
         return rendered
 
-    def _answer_on_wire(self, request: web.Request, index_of: Callable[[], int], build: Callable[[], Any]) -> bool:
+    def _answer_on_wire(
+        self, request: web.Request, key: _CacheKey, index_of: Callable[[], int], build: Callable[[], Any]
+    ) -> bool:
         """Write the whole 200 response to the parked connection; False when it has gone."""
         transport = request.transport
         if transport is None or transport.is_closing():
             return False
         index = index_of()
-        rendered = self._rendered(request, index, build)
+        rendered = self._rendered(key, index, build)
         date = _http_date()
         if rendered.wire_date != date:
             # The same head as json_response's, which aiohttp would write (tests compare them).
