@@ -1,0 +1,174 @@
+"""``Snapshot`` → data in the config file format, for ``/config_dump`` (pure).
+
+``parse_snapshot(snapshot_to_dict(s)) == s``: every field is written in the form the parser
+reads, durations in Go syntax when that reads back exactly, defaults mostly left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from discovery.durations import format_duration, parse_duration
+from lb import Affinity, Endpoint, PolicySpec
+from mesh.model.hosts import endpoint_key
+from mesh.model.snapshot import Cluster, HeaderMatch, Listener, QueryMatch, Route, RouteMatch, RouteTable, Snapshot
+
+
+def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot in the config format (JSON-ready); ``parse_snapshot`` reads it back equal."""
+    return {
+        "version": snapshot.version,
+        "listeners": [_listener_to_dict(listener) for listener in snapshot.listeners],
+        "route_tables": [_route_table_to_dict(table) for table in snapshot.route_tables.values()],
+        "clusters": [_cluster_to_dict(cluster) for cluster in snapshot.clusters.values()],
+    }
+
+
+def _listener_to_dict(listener: Listener) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": listener.name,
+        "protocol": listener.protocol,
+        "host": listener.host,
+        "port": listener.port,
+        "direction": listener.direction,
+    }
+    if listener.protocol == "http":
+        out["route_table"] = listener.route_table
+    else:
+        out["cluster"] = listener.cluster
+    return out
+
+
+def _route_table_to_dict(table: RouteTable) -> dict[str, Any]:
+    return {
+        "name": table.name,
+        "virtual_hosts": [
+            {"name": v.name, "domains": list(v.domains), "routes": [_route_to_dict(r) for r in v.routes]}
+            for v in table.virtual_hosts
+        ],
+    }
+
+
+def _route_to_dict(route: Route) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": route.name, "match": _match_to_dict(route.match)}
+    out["clusters"] = [{"name": c.name, "weight": c.weight} for c in route.clusters]
+    out["timeout"] = None if route.timeout_s is None else _duration_out(route.timeout_s)
+    if route.prefix_rewrite is not None:
+        out["prefix_rewrite"] = route.prefix_rewrite
+    for key, adds in (
+        ("request_headers_add", route.request_headers_add),
+        ("response_headers_add", route.response_headers_add),
+    ):
+        if adds:
+            out[key] = [{"name": h.name, "value": h.value, "append": h.append} for h in adds]
+    for key, removes in (
+        ("request_headers_remove", route.request_headers_remove),
+        ("response_headers_remove", route.response_headers_remove),
+    ):
+        if removes:
+            out[key] = list(removes)
+    return out
+
+
+def _match_to_dict(match: RouteMatch) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if match.path_exact is not None:
+        out["path"] = match.path_exact
+    if match.path_prefix is not None:
+        out["prefix"] = match.path_prefix
+    if match.path_regex is not None:
+        out["regex"] = match.path_regex.pattern
+    if not match.case_sensitive:
+        out["case_sensitive"] = False
+    if match.methods:
+        out["methods"] = sorted(match.methods)
+    if match.headers:
+        out["headers"] = [_header_match_to_dict(h) for h in match.headers]
+    if match.query:
+        out["query"] = [_query_match_to_dict(q) for q in match.query]
+    return out
+
+
+def _header_match_to_dict(rule: HeaderMatch) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": rule.name}
+    for key in ("exact", "prefix", "suffix", "present"):
+        value = getattr(rule, key)
+        if value is not None:
+            out[key] = value
+    if rule.regex is not None:
+        out["regex"] = rule.regex.pattern
+    if rule.invert:
+        out["invert"] = True
+    return out
+
+
+def _query_match_to_dict(rule: QueryMatch) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": rule.name}
+    if rule.exact is not None:
+        out["exact"] = rule.exact
+    if rule.regex is not None:
+        out["regex"] = rule.regex.pattern
+    if rule.present is not None:
+        out["present"] = rule.present
+    return out
+
+
+def _cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": cluster.name, "protocol": cluster.protocol}
+    if cluster.service:
+        out["service"] = cluster.service
+    out["lb"] = policy_to_dict(cluster.lb)
+    out["endpoints"] = [_endpoint_to_dict(e) for e in cluster.endpoints]
+    out["connect_timeout"] = _duration_out(cluster.connect_timeout_s)
+    out["idle_timeout"] = _duration_out(cluster.idle_timeout_s)
+    out["max_connections_per_endpoint"] = cluster.max_connections_per_endpoint
+    return out
+
+
+def policy_to_dict(policy: PolicySpec) -> dict[str, Any]:
+    """The policy as ``lb.policy_from_dict`` reads it: ``kind`` plus every field off its default."""
+    default = PolicySpec()
+    out: dict[str, Any] = {"kind": policy.kind}
+    for spec_field in fields(PolicySpec):
+        name = spec_field.name
+        value = getattr(policy, name)
+        if name in ("kind", "affinity") or value == getattr(default, name):
+            continue
+        out[name] = value
+    if policy.affinity is not None:
+        out["affinity"] = _affinity_to_dict(policy.affinity)
+    return out
+
+
+def _affinity_to_dict(affinity: Affinity) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": affinity.kind}
+    if affinity.name:
+        out["name"] = affinity.name
+    if affinity.cookie_ttl_s is not None:
+        out["cookie_ttl_s"] = affinity.cookie_ttl_s
+    if affinity.cookie_path != "/":
+        out["cookie_path"] = affinity.cookie_path
+    return out
+
+
+def _endpoint_to_dict(endpoint: Endpoint) -> dict[str, Any]:
+    out: dict[str, Any] = {"host": endpoint.host, "port": endpoint.port}
+    if endpoint.key != endpoint_key(endpoint.host, endpoint.port):
+        out["key"] = endpoint.key
+    if endpoint.weight != 1:
+        out["weight"] = endpoint.weight
+    if not endpoint.healthy:
+        out["healthy"] = False
+    if endpoint.metadata:
+        out["metadata"] = dict(endpoint.metadata)
+    return out
+
+
+def _duration_out(seconds: float) -> str | float:
+    """Go syntax when it reads back exactly (``"15s"``, ``"250ms"``), else the number of seconds."""
+    text = format_duration(seconds)
+    return text if parse_duration(text) == seconds else seconds
+
+
+__all__ = ["policy_to_dict", "snapshot_to_dict"]
