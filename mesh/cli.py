@@ -19,6 +19,9 @@ from discovery.server import RegistryConfig, serve, split_host_port
 from dnsserver.config import DEFAULT_DNS_ADDR, DEFAULT_METRICS_ADDR, DnsConfig
 from dnsserver.server import DnsServerConfig
 from dnsserver.server import serve as serve_dns
+from mesh.cli_control import add_control_commands
+from mesh.cli_registrar import registrar_command
+from mesh.cli_sidecar import sidecar_command
 from mesh.up import run_up
 
 app = typer.Typer(
@@ -259,6 +262,13 @@ def up_command(
         err=True,
     )
     run_until_signalled(lambda stop: run_up(registry, dns_server, stop))
+
+
+app.command("registrar")(registrar_command)
+
+add_control_commands(app)
+
+app.command("sidecar")(sidecar_command)
 
 
 def main() -> None:

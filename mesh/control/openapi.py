@@ -1,0 +1,238 @@
+"""The control plane API's OpenAPI 3.0 description, served at ``GET /openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "what is wrong"},
+        "path": {"type": "string", "description": "the field at fault, e.g. spec.http[0].route[1].weight"},
+        "document": {"type": "integer", "description": "0-based index of the document in the request body"},
+        "resource": {"type": "string", "description": "Kind namespace/name of the resource at fault"},
+    },
+}
+_RESOURCE = {
+    "type": "object",
+    "description": "An Istio resource: VirtualService, DestinationRule, ServiceEntry (networking.istio.io/v1), "
+    "PeerAuthentication, AuthorizationPolicy (security.istio.io/v1).",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"type": "string", "example": "networking.istio.io/v1"},
+        "kind": {"type": "string", "example": "VirtualService"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "namespace": {"type": "string", "default": "default"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                "resourceVersion": {
+                    "type": "string",
+                    "description": "on input: apply only if the stored resource is still at this version (else 409)",
+                },
+                "generation": {"type": "integer", "readOnly": True},
+                "creationTimestamp": {"type": "string", "readOnly": True},
+            },
+        },
+        "spec": {"type": "object"},
+    },
+}
+_OUTCOME = {
+    "type": "object",
+    "properties": {
+        "version": {"type": "integer", "description": "the config version after the request"},
+        "dry_run": {"type": "boolean"},
+        "changed": {"type": "boolean"},
+        "resources": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string"},
+                    "namespace": {"type": "string"},
+                    "name": {"type": "string"},
+                    "action": {"type": "string", "enum": ["created", "configured", "unchanged", "deleted"]},
+                    "resourceVersion": {"type": "string"},
+                },
+            },
+        },
+        "warnings": {
+            "type": "array",
+            "description": "accepted fields the sidecar does not enforce yet",
+            "items": {"type": "object", "properties": {"resource": {}, "path": {}, "message": {}}},
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "invalid input", 404: "not found", 409: "resourceVersion conflict", 503: "store unavailable"}
+    return {str(code): {"description": text[code], **_json({"$ref": "#/components/schemas/Error"})} for code in codes}
+
+
+_KEY_PARAMS = [
+    {
+        "name": "kind",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "VirtualService, vs, ...",
+    },
+    {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+]
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_DRY_RUN = {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}, "description": "validate only"}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "mesh control plane",
+        "version": "1",
+        "description": "Routing and security rules in Istio's shapes, pushed to sidecars as versioned snapshots.",
+    },
+    "paths": {
+        "/v1/mesh/config": {
+            "put": {
+                "summary": "Apply resources (create or replace), all or none",
+                "parameters": [_DRY_RUN],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/yaml": {"schema": {"type": "string", "description": "one or more YAML documents"}},
+                        "application/json": {
+                            "schema": {"oneOf": [{"$ref": "#/components/schemas/Resource"}, {"type": "array"}]}
+                        },
+                    },
+                },
+                "responses": {"200": {"description": "applied", **_json(_OUTCOME)}, **_errors(400, 409, 503)},
+            },
+            "get": {
+                "summary": "List resources",
+                "parameters": [
+                    {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                    {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "resources",
+                        **_json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "version": {"type": "integer"},
+                                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Resource"}},
+                                },
+                            }
+                        ),
+                    }
+                },
+            },
+        },
+        "/v1/mesh/config/{kind}/{namespace}/{name}": {
+            "get": {
+                "summary": "One resource",
+                "parameters": _KEY_PARAMS,
+                "responses": {
+                    "200": {"description": "the resource", **_json({"$ref": "#/components/schemas/Resource"})},
+                    **_errors(404),
+                },
+            },
+            "delete": {
+                "summary": "Delete one resource",
+                "parameters": [
+                    *_KEY_PARAMS,
+                    _DRY_RUN,
+                    {"name": "resourceVersion", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "deleted", **_json(_OUTCOME)}, **_errors(400, 404, 409, 503)},
+            },
+        },
+        "/v1/mesh/status": {
+            "get": {
+                "summary": "Every known sidecar: snapshot version sent and applied, last ACK and NACK",
+                "responses": {"200": {"description": "status", **_json({"type": "object"})}},
+            }
+        },
+        "/v1/mesh/explain": {
+            "get": {
+                "summary": "Which rule, route, subset and endpoints a request from a service would get, and why",
+                "parameters": [
+                    {"name": "source", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "host", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "path", "in": "query", "schema": {"type": "string", "default": "/"}},
+                    {"name": "method", "in": "query", "schema": {"type": "string", "default": "GET"}},
+                    {"name": "headers", "in": "query", "schema": {"type": "string"}, "description": "k:v,k2:v2"},
+                    {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "explanation", **_json({"type": "object"})}, **_errors(400)},
+            }
+        },
+        "/v1/mesh/sidecars/{id}": {
+            "put": {
+                "summary": "Register a sidecar: service, namespace, labels, bootstrap snapshot, hosts asked for",
+                "parameters": _ID,
+                "requestBody": _json({"type": "object"}),
+                "responses": {"200": {"description": "registered"}, **_errors(400)},
+            },
+            "delete": {
+                "summary": "Forget a sidecar",
+                "parameters": _ID,
+                "responses": {"200": {"description": "forgotten"}},
+            },
+        },
+        "/v1/mesh/sidecars/{id}/demand": {
+            "post": {
+                "summary": "The sidecar's app asked for a host the snapshot lacks",
+                "parameters": _ID,
+                "requestBody": _json({"type": "object", "properties": {"host": {"type": "string"}}}),
+                "responses": {
+                    "200": {"description": "routed now or not, and the snapshot version"},
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/v1/mesh/sync/{id}": {
+            "get": {
+                "summary": "Long poll for a snapshot different from the one held",
+                "parameters": [
+                    *_ID,
+                    {"name": "version", "in": "query", "schema": {"type": "string"}},
+                    {"name": "wait", "in": "query", "schema": {"type": "string", "default": "30s"}},
+                    {"name": "ack", "in": "query", "schema": {"type": "string"}, "description": "version applied"},
+                    {"name": "nack", "in": "query", "schema": {"type": "string"}, "description": "version rejected"},
+                    {"name": "error", "in": "query", "schema": {"type": "string"}, "description": "why (with nack)"},
+                ],
+                "responses": {
+                    "200": {"description": "{version, config_version, snapshot}"},
+                    "304": {"description": "nothing new within wait"},
+                    **_errors(404, 503),
+                },
+            }
+        },
+        "/v1/mesh/sync/{id}/ack": {
+            "post": {
+                "summary": "ACK (error null) or NACK (error set) a snapshot version",
+                "parameters": _ID,
+                "requestBody": _json(
+                    {
+                        "type": "object",
+                        "properties": {"version": {"type": "string"}, "error": {"type": "string", "nullable": True}},
+                    }
+                ),
+                "responses": {"204": {"description": "recorded"}, **_errors(400, 404)},
+            }
+        },
+    },
+    "components": {"schemas": {"Error": _ERROR, "Resource": _RESOURCE}},
+}
+
+__all__ = ["OPENAPI"]

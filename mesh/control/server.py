@@ -1,0 +1,92 @@
+"""`mesh control` as one start/stop unit: store + registry client + control plane + HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+
+from discovery.client import RegistryClient
+from discovery.client_config import ClientConfig
+from discovery.runtime.http import start_site
+from discovery.server import split_host_port
+from mesh.control.api import build_app
+from mesh.control.plane import ControlPlane, PlaneSettings
+from mesh.control.store import RuleStore
+from mesh.control.store_consul import DEFAULT_PREFIX, ConsulRuleStore
+from mesh.control.store_sqlite import SqliteRuleStore
+
+log = logging.getLogger("mesh.control.server")
+
+DEFAULT_HTTP_ADDR = "127.0.0.1:15010"
+DB_NAME = "control.db"
+StoreKind = Literal["sqlite", "consul"]
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    data_dir: Path = Path("mesh-data")
+    http_addr: str = DEFAULT_HTTP_ADDR
+    store: StoreKind = "sqlite"
+    consul_prefix: str = DEFAULT_PREFIX
+    registry: ClientConfig | None = None  # None: CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN
+    settings: PlaneSettings = field(default_factory=PlaneSettings)
+
+
+class ControlServer:
+    def __init__(self, config: ControlConfig) -> None:
+        self.config = config
+        self._host, self.port = split_host_port(config.http_addr, 15010)
+        # One client for watches and KV: no connection limit, since each watch parks one connection.
+        self.client = RegistryClient(config.registry, max_connections=0)
+        store: RuleStore
+        if config.store == "consul":
+            store = ConsulRuleStore(self.client, config.consul_prefix, wait=config.settings.registry_wait)
+        else:
+            store = SqliteRuleStore(config.data_dir / DB_NAME)
+        self.plane = ControlPlane(store, self.client, config.settings)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.plane.start()
+        self._runner, self.port = await start_site(build_app(self.plane), self._host, self.port)
+        log.info(
+            "control plane listening",
+            extra={
+                "url": self.url,
+                "store": self.plane.store.name,
+                "config_version": self.plane.state.version,
+                "registry": self.client.config.base_url,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Answer parked long polls (503: sidecars reconnect elsewhere), drain requests, close. Idempotent."""
+        self.plane.begin_shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops accepting, lets in-flight requests (applies) finish
+            self._runner = None
+        await self.plane.stop()
+        await self.client.close()
+        log.info("control plane stopped")
+
+
+async def serve(config: ControlConfig, stop: asyncio.Event) -> None:
+    server = ControlServer(config)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+__all__ = ["DEFAULT_HTTP_ADDR", "ControlConfig", "ControlServer", "serve"]
