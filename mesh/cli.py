@@ -22,6 +22,8 @@ from dnsserver.server import serve as serve_dns
 from mesh.cli_control import add_control_commands
 from mesh.cli_registrar import registrar_command
 from mesh.cli_sidecar import sidecar_command
+from mesh.control.server import DEFAULT_HTTP_ADDR as DEFAULT_CONTROL_ADDR
+from mesh.control.server import ControlConfig
 from mesh.up import run_up
 
 app = typer.Typer(
@@ -226,6 +228,16 @@ def dns_command(
     run_until_signalled(lambda stop: serve_dns(config, stop))
 
 
+ControlHttpAddr = Annotated[
+    str,
+    typer.Option(
+        "--control-http-addr",
+        envvar="MESH_CONTROL_HTTP_ADDR",
+        help="HOST:PORT of the control plane's HTTP API (rules, status, explain, sidecar sync).",
+    ),
+]
+
+
 @app.command("up")
 def up_command(
     http_addr: HttpAddr = "127.0.0.1:8500",
@@ -237,11 +249,11 @@ def up_command(
     dns_addr: DnsAddr = DEFAULT_DNS_ADDR,
     metrics_addr: MetricsAddr = DEFAULT_METRICS_ADDR,
     upstream: Upstream = [],  # noqa: B006
+    control_http_addr: ControlHttpAddr = DEFAULT_CONTROL_ADDR,
     log_level: LogLevel = "info",
 ) -> None:
-    """Run everything in one process on its embedded defaults: the registry (127.0.0.1:8500) and DNS (127.0.0.1:8600).
-
-    The control plane and the registrar join this command as they land; see the README.
+    """Run everything in one process on its embedded defaults: the registry (127.0.0.1:8500), DNS (127.0.0.1:8600),
+    the control plane (127.0.0.1:15010) and, when a Docker daemon answers, the registrar.
     """
     configure_logging(log_level)
     registry = _registry_config(http_addr, data_dir, node, advertise, datacenter, acl_token)
@@ -255,13 +267,15 @@ def up_command(
         metrics_addr=metrics_addr,
         registry=ClientConfig.from_address(f"http://{http_addr}", token=acl_token or None),
     )
+    control = ControlConfig(data_dir=data_dir, http_addr=control_http_addr)
     typer.echo(
-        f"mesh up: registry on http://{http_addr} (data in {data_dir}), DNS on {dns_addr}\n"
+        f"mesh up: registry on http://{http_addr} (data in {data_dir}), DNS on {dns_addr}, "
+        f"control plane on http://{control_http_addr}\n"
         f"  try: curl -s http://{http_addr}/v1/catalog/services\n"
         f"       dig @{dns_host} -p {dns_port} web.service.consul   (after registering a service named web)",
         err=True,
     )
-    run_until_signalled(lambda stop: run_up(registry, dns_server, stop))
+    run_until_signalled(lambda stop: run_up(registry, dns_server, control, stop))
 
 
 app.command("registrar")(registrar_command)

@@ -1,10 +1,13 @@
-"""`mesh up`: every part in one process, started in dependency order, stopped in reverse."""
+"""`mesh up`: registry, DNS, control plane (and the registrar when Docker answers) in one process,
+started in dependency order, stopped in reverse."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from dataclasses import replace
 
 from discovery.client_config import ClientConfig
 from discovery.registrar.config import ConfigError, config_from_env
@@ -12,27 +15,29 @@ from discovery.registrar.docker_source import docker_reachable
 from discovery.registrar.server import Registrar
 from discovery.server import RegistryConfig, RegistryServer
 from dnsserver.server import DnsServer, DnsServerConfig
+from mesh.control.server import ControlConfig, ControlServer
 
 log = logging.getLogger("mesh.up")
 
 
-async def run_up(registry_config: RegistryConfig, dns_config: DnsServerConfig, stop: asyncio.Event) -> None:
-    registry = RegistryServer(registry_config)
-    await registry.start()
-    dns = DnsServer(dns_config)
-    try:
+async def run_up(
+    registry_config: RegistryConfig, dns_config: DnsServerConfig, control_config: ControlConfig, stop: asyncio.Event
+) -> None:
+    async with contextlib.AsyncExitStack() as parts:
+        registry = RegistryServer(registry_config)
+        await registry.start()
+        parts.push_async_callback(registry.stop)
+        dns = DnsServer(dns_config)
         await dns.start()
-        try:
-            registrar = await start_registrar(registry, registry_config.acl_token)
-            try:
-                await registry.wait(stop)
-            finally:
-                if registrar is not None:
-                    await registrar.stop()
-        finally:
-            await dns.stop()
-    finally:
-        await registry.stop()
+        parts.push_async_callback(dns.stop)
+        registry_client = ClientConfig.from_address(registry.url, token=registry_config.acl_token or None)
+        control = ControlServer(replace(control_config, registry=registry_client))
+        await control.start()
+        parts.push_async_callback(control.stop)
+        registrar = await start_registrar(registry, registry_config.acl_token)
+        if registrar is not None:
+            parts.push_async_callback(registrar.stop)
+        await registry.wait(stop)
 
 
 async def start_registrar(registry: RegistryServer, acl_token: str) -> Registrar | None:

@@ -453,7 +453,7 @@ async def test_registry_outage_and_recovery(tmp_path: Path) -> None:
 
 
 async def test_mesh_up_answers_dns_for_its_registry(tmp_path: Path) -> None:
-    http_port, dns_port, metrics_port = free_port(), free_port(udp_too=True), free_port()
+    http_port, dns_port, metrics_port, control_port = free_port(), free_port(udp_too=True), free_port(), free_port()
     up = Proc(
         "mesh up",
         [
@@ -468,12 +468,15 @@ async def test_mesh_up_answers_dns_for_its_registry(tmp_path: Path) -> None:
             f"{HOST}:{dns_port}",
             "--metrics-addr",
             f"{HOST}:{metrics_port}",
+            "--control-http-addr",
+            f"{HOST}:{control_port}",
         ],
         tmp_path / "up.log",
     ).start()
     try:
         up.wait_http(f"http://{HOST}:{http_port}/v1/status/leader")
         up.wait_http(f"http://{HOST}:{metrics_port}/readyz")
+        up.wait_http(f"http://{HOST}:{control_port}/v1/mesh/status")  # the control plane runs in it too
         async with aiohttp.ClientSession(base_url=f"http://{HOST}:{http_port}") as session:
             await register(session, ID="api-1", Name="api", Address="10.7.0.1", Port=9000)
         await eventually_dig(dns_port, ["10.7.0.1"], "api.service.consul", "+short")
