@@ -12,6 +12,15 @@ from typing import Any
 from discovery.durations import format_duration, parse_duration
 from lb import Affinity, Endpoint, PolicySpec
 from mesh.model.hosts import endpoint_key
+from mesh.model.policies import (
+    DEFAULT_CIRCUIT_BREAKERS,
+    CircuitBreakers,
+    FaultPolicy,
+    HealthCheck,
+    OutlierDetection,
+    Redirect,
+    RetryPolicy,
+)
 from mesh.model.snapshot import Cluster, HeaderMatch, Listener, QueryMatch, Route, RouteMatch, RouteTable, Snapshot
 
 
@@ -52,7 +61,10 @@ def _route_table_to_dict(table: RouteTable) -> dict[str, Any]:
 
 def _route_to_dict(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {"name": route.name, "match": _match_to_dict(route.match)}
-    out["clusters"] = [{"name": c.name, "weight": c.weight} for c in route.clusters]
+    if route.redirect is not None:
+        out["redirect"] = _redirect_to_dict(route.redirect)
+    else:
+        out["clusters"] = [{"name": c.name, "weight": c.weight} for c in route.clusters]
     out["timeout"] = None if route.timeout_s is None else _duration_out(route.timeout_s)
     if route.prefix_rewrite is not None:
         out["prefix_rewrite"] = route.prefix_rewrite
@@ -68,6 +80,101 @@ def _route_to_dict(route: Route) -> dict[str, Any]:
     ):
         if removes:
             out[key] = list(removes)
+    if route.host_rewrite is not None:
+        out["host_rewrite"] = route.host_rewrite
+    if route.retry_policy is not None:
+        out["retry_policy"] = _retry_to_dict(route.retry_policy)
+    if route.fault is not None:
+        out["fault"] = _fault_to_dict(route.fault)
+    if route.mirrors:
+        out["mirrors"] = [{"cluster": m.cluster, "percentage": m.percentage} for m in route.mirrors]
+    return out
+
+
+def _retry_to_dict(policy: RetryPolicy) -> dict[str, Any]:
+    back_off: dict[str, Any] = {"base_interval": _duration_out(policy.base_interval_s)}
+    if policy.max_interval_s is not None:
+        back_off["max_interval"] = _duration_out(policy.max_interval_s)
+    return {
+        "retry_on": sorted(policy.retry_on),
+        "retriable_status_codes": sorted(policy.retriable_status_codes),
+        "num_retries": policy.num_retries,
+        "per_try_timeout": None if policy.per_try_timeout_s is None else _duration_out(policy.per_try_timeout_s),
+        "retry_back_off": back_off,
+        "retry_previous_hosts": policy.retry_previous_hosts,
+        "retry_non_idempotent": policy.retry_non_idempotent,
+        "buffer_limit_bytes": policy.buffer_limit_bytes,
+    }
+
+
+def _fault_to_dict(fault: FaultPolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if fault.delay is not None:
+        out["delay"] = {"fixed_delay": _duration_out(fault.delay.fixed_delay_s), "percentage": fault.delay.percentage}
+    if fault.abort is not None:
+        out["abort"] = {"http_status": fault.abort.http_status, "percentage": fault.abort.percentage}
+    return out
+
+
+def _redirect_to_dict(redirect: Redirect) -> dict[str, Any]:
+    out: dict[str, Any] = {"response_code": redirect.response_code}
+    for key in ("scheme", "host", "port", "path", "prefix_rewrite"):
+        value = getattr(redirect, key)
+        if value is not None:
+            out[key] = value
+    if redirect.strip_query:
+        out["strip_query"] = True
+    return out
+
+
+def _breakers_to_dict(breakers: CircuitBreakers) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "max_connections": breakers.max_connections,
+        "max_pending_requests": breakers.max_pending_requests,
+        "max_requests": breakers.max_requests,
+        "max_retries": breakers.max_retries,
+    }
+    if breakers.retry_budget is not None:
+        out["retry_budget"] = {
+            "budget_percent": breakers.retry_budget.budget_percent,
+            "min_retry_concurrency": breakers.retry_budget.min_retry_concurrency,
+        }
+    return out
+
+
+def _outlier_to_dict(outlier: OutlierDetection) -> dict[str, Any]:
+    return {
+        "consecutive_5xx": outlier.consecutive_5xx,
+        "consecutive_gateway_errors": outlier.consecutive_gateway_errors,
+        "interval": _duration_out(outlier.interval_s),
+        "base_ejection_time": _duration_out(outlier.base_ejection_time_s),
+        "max_ejection_time": _duration_out(outlier.max_ejection_time_s),
+        "max_ejection_percent": outlier.max_ejection_percent,
+        "enforcing_consecutive_5xx": outlier.enforcing_consecutive_5xx,
+        "enforcing_consecutive_gateway_errors": outlier.enforcing_consecutive_gateway_errors,
+        "enforcing_success_rate": outlier.enforcing_success_rate,
+        "success_rate_minimum_hosts": outlier.success_rate_minimum_hosts,
+        "success_rate_request_volume": outlier.success_rate_request_volume,
+        "success_rate_stdev_factor": outlier.success_rate_stdev_factor,
+    }
+
+
+def _health_check_to_dict(check: HealthCheck) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "interval": _duration_out(check.interval_s),
+        "timeout": _duration_out(check.timeout_s),
+        "interval_jitter": _duration_out(check.interval_jitter_s),
+        "healthy_threshold": check.healthy_threshold,
+        "unhealthy_threshold": check.unhealthy_threshold,
+    }
+    if check.kind == "tcp":
+        out["tcp"] = {}
+    else:
+        out["http"] = {
+            "path": check.path,
+            "host": check.host,
+            "expected_statuses": [{"start": start, "end": end} for start, end in check.expected_statuses],
+        }
     return out
 
 
@@ -123,6 +230,12 @@ def _cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     out["connect_timeout"] = _duration_out(cluster.connect_timeout_s)
     out["idle_timeout"] = _duration_out(cluster.idle_timeout_s)
     out["max_connections_per_endpoint"] = cluster.max_connections_per_endpoint
+    if cluster.circuit_breakers != DEFAULT_CIRCUIT_BREAKERS:
+        out["circuit_breakers"] = _breakers_to_dict(cluster.circuit_breakers)
+    if cluster.outlier_detection is not None:
+        out["outlier_detection"] = _outlier_to_dict(cluster.outlier_detection)
+    if cluster.health_check is not None:
+        out["health_check"] = _health_check_to_dict(cluster.health_check)
     return out
 
 

@@ -21,6 +21,16 @@ from typing import Literal, TypeVar, cast
 from lb import Endpoint, PolicySpec, policy_from_dict
 from mesh.model.dump import policy_to_dict, snapshot_to_dict
 from mesh.model.hosts import endpoint_key
+from mesh.model.parse_policies import (
+    parse_circuit_breakers,
+    parse_fault,
+    parse_health_check,
+    parse_mirror,
+    parse_outlier_detection,
+    parse_redirect,
+    parse_retry_policy,
+)
+from mesh.model.policies import DEFAULT_CIRCUIT_BREAKERS
 from mesh.model.reader import (
     REQUIRED,
     ConfigError,
@@ -57,6 +67,7 @@ N = TypeVar("N", Listener, RouteTable, VirtualHost, Route, Cluster)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: header names, methods
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
 _DOMAIN_CHARS = re.compile(r"[a-z0-9._\-\[\]:*]+")
+_HOST_VALUE = re.compile(r"[A-Za-z0-9._\-\[\]:]+")
 
 
 # === entry points ===
@@ -197,14 +208,35 @@ def _parse_route(data: object, path: str) -> Route:
     obj = Fields(data, path)
     name = obj.name()
     match = obj.nested("match", _parse_route_match, RouteMatch())
-    targets = _parse_targets(obj)
+    redirect = obj.nested("redirect", parse_redirect, None)
+    targets = _parse_targets(obj, redirect is not None)
     timeout = obj.duration("timeout", DEFAULT_ROUTE_TIMEOUT_S, allow_none=True)
     prefix_rewrite = obj.optional_string("prefix_rewrite")
     req_add = obj.list_of("request_headers_add", _parse_header_to_add)
     req_remove = obj.list_of("request_headers_remove", _parse_header_name)
     resp_add = obj.list_of("response_headers_add", _parse_header_to_add)
     resp_remove = obj.list_of("response_headers_remove", _parse_header_name)
+    retry_policy = obj.nested("retry_policy", parse_retry_policy, None)
+    fault = obj.nested("fault", parse_fault, None)
+    mirrors = obj.list_of("mirrors", parse_mirror)
+    host_rewrite = obj.optional_string("host_rewrite")
     obj.finish()
+    if host_rewrite is not None and not _HOST_VALUE.fullmatch(host_rewrite):
+        raise ConfigError(obj.at("host_rewrite"), f"must be a host name, optionally with :port, got {host_rewrite!r}")
+    if redirect is not None:
+        for key, value in (
+            ("prefix_rewrite", prefix_rewrite),
+            ("host_rewrite", host_rewrite),
+            ("retry_policy", retry_policy),
+        ):
+            if value is not None:
+                raise ConfigError(obj.at(key), "a redirect route answers itself: it takes no " + key)
+        if mirrors:
+            raise ConfigError(obj.at("mirrors"), "a redirect route answers itself: it takes no mirrors")
+        if redirect.prefix_rewrite is not None and match.path_regex is not None:
+            raise ConfigError(
+                obj.at("redirect.prefix_rewrite"), "cannot be used with match.regex (only path and prefix)"
+            )
     if prefix_rewrite is not None:
         if match.path_regex is not None:
             raise ConfigError(obj.at("prefix_rewrite"), "cannot be used with match.regex (only path and prefix)")
@@ -220,12 +252,21 @@ def _parse_route(data: object, path: str) -> Route:
         request_headers_remove=tuple(req_remove),
         response_headers_add=tuple(resp_add),
         response_headers_remove=tuple(resp_remove),
+        retry_policy=retry_policy,
+        fault=fault,
+        mirrors=tuple(mirrors),
+        host_rewrite=host_rewrite,
+        redirect=redirect,
     )
 
 
-def _parse_targets(obj: Fields) -> tuple[WeightedCluster, ...]:
+def _parse_targets(obj: Fields, redirect: bool) -> tuple[WeightedCluster, ...]:
     single = obj.take("cluster", None)
     weighted = obj.take("clusters", None)
+    if redirect:
+        if single is not None or weighted is not None:
+            raise ConfigError(obj.at("redirect"), "a route either redirects or forwards to clusters, not both")
+        return ()
     if single is not None and weighted is not None:
         raise ConfigError(obj.at("clusters"), "give either cluster or clusters, not both")
     if single is not None:
@@ -360,6 +401,9 @@ def _parse_cluster(data: object, path: str) -> Cluster:
     max_connections = obj.integer("max_connections_per_endpoint", DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT, 1, 1_000_000)
     service = obj.string("service", "")
     protocol = obj.choice("protocol", _PROTOCOLS, "http")
+    breakers = obj.nested("circuit_breakers", parse_circuit_breakers, DEFAULT_CIRCUIT_BREAKERS)
+    outlier = obj.nested("outlier_detection", parse_outlier_detection, None)
+    health_check = obj.nested("health_check", parse_health_check, None)
     obj.finish()
     return Cluster(
         name=name,
@@ -370,6 +414,9 @@ def _parse_cluster(data: object, path: str) -> Cluster:
         max_connections_per_endpoint=max_connections,
         service=service,
         protocol=cast(Literal["http", "tcp"], protocol),
+        circuit_breakers=breakers,
+        outlier_detection=outlier,
+        health_check=health_check,
     )
 
 
@@ -438,6 +485,13 @@ def _check_references(
                         raise ConfigError(where, f"unknown cluster {target.name!r}{_known(by_name)}")
                     if cluster.protocol != "http":
                         raise ConfigError(where, f"cluster {target.name!r} is tcp; HTTP routes need an http cluster")
+                for m, mirror in enumerate(route.mirrors):
+                    where = f"{table_path}.virtual_hosts[{v}].routes[{r}].mirrors[{m}].cluster"
+                    cluster = by_name.get(mirror.cluster)
+                    if cluster is None:
+                        raise ConfigError(where, f"unknown cluster {mirror.cluster!r}{_known(by_name)}")
+                    if cluster.protocol != "http":
+                        raise ConfigError(where, f"cluster {mirror.cluster!r} is tcp; mirrors need an http cluster")
 
 
 def _known(names: Iterable[str]) -> str:

@@ -33,6 +33,16 @@ from types import MappingProxyType
 from typing import Literal
 
 from lb import Affinity, Endpoint, PolicySpec
+from mesh.model.policies import (
+    DEFAULT_CIRCUIT_BREAKERS,
+    CircuitBreakers,
+    FaultPolicy,
+    HealthCheck,
+    MirrorPolicy,
+    OutlierDetection,
+    Redirect,
+    RetryPolicy,
+)
 
 Protocol = Literal["http", "tcp"]
 Direction = Literal["outbound", "inbound"]
@@ -139,8 +149,10 @@ class Route:
     with no path condition it is put in front of the path); not allowed with ``path_regex``.
     Header names in ``*_headers_remove`` and ``HeaderToAdd.name`` are lower-case.
 
-    Later issues add policies (retry, fault injection, mirroring, rate limits ...) as new
-    fields with defaults after these, so existing constructors keep working.
+    Resilience (``mesh.model.policies``; enforced by ``sidecar/resilience/``): ``retry_policy``
+    (``None``: no retries, as Envoy), ``fault`` (injected delay/abort), ``mirrors`` (shadow
+    copies), ``host_rewrite`` (the Host sent upstream, Istio ``rewrite.authority``) and
+    ``redirect``: a redirect route answers itself and has no ``clusters`` (a route has either).
     """
 
     name: str
@@ -152,10 +164,19 @@ class Route:
     request_headers_remove: tuple[str, ...] = ()
     response_headers_add: tuple[HeaderToAdd, ...] = ()
     response_headers_remove: tuple[str, ...] = ()
+    retry_policy: RetryPolicy | None = None
+    fault: FaultPolicy | None = None
+    mirrors: tuple[MirrorPolicy, ...] = ()
+    host_rewrite: str | None = None
+    redirect: Redirect | None = None
     # Running totals of ``clusters`` weights for a binary-search pick; derived.
     cumulative_weights: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.redirect is not None:
+            if self.clusters:
+                raise ValueError(f"route {self.name!r}: a redirect route has no clusters")
+            return
         if not self.clusters:
             raise ValueError(f"route {self.name!r} needs at least one cluster")
         total = 0
@@ -243,6 +264,8 @@ class Cluster:
     ``service`` non-empty means the endpoints are the passing instances of that registry
     service (a registry-fed source fills ``endpoints``; a static file may leave them empty).
     ``protocol`` says how the sidecar talks to the endpoints. Timeouts are seconds.
+    ``circuit_breakers`` (always in force, Envoy's defaults), ``outlier_detection`` and
+    ``health_check`` (``None``: off) are in ``mesh.model.policies``.
     """
 
     name: str
@@ -253,6 +276,9 @@ class Cluster:
     max_connections_per_endpoint: int = DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT
     service: str = ""
     protocol: Protocol = "http"
+    circuit_breakers: CircuitBreakers = DEFAULT_CIRCUIT_BREAKERS
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
 
     @property
     def affinity(self) -> Affinity | None:
