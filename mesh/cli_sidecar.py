@@ -1,0 +1,150 @@
+"""`mesh sidecar`: the per-workload proxy (Envoy's role), wired from flags and environment.
+
+Config source: ``--config FILE`` (a static snapshot, re-read on change and SIGHUP), else the
+registry at ``CONSUL_HTTP_ADDR`` (the standard listeners from ``--outbound-addr``,
+``--inbound-addr``/``--app-port`` and ``--upstream``, services learnt on first use).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sidecar.main import OPTIONS_ENV
+from sidecar.server import DEFAULT_ADMIN_ADDR
+from sidecar.sources.defaults import DEFAULT_INBOUND_ADDR, DEFAULT_OUTBOUND_ADDR
+from sidecar.workers import plan_from_options
+
+Service = Annotated[
+    str, typer.Option("--service", envvar="MESH_SERVICE", help="The workload's own service name (labels logs).")
+]
+AppPort = Annotated[
+    int,
+    typer.Option(
+        "--app-port",
+        envvar="MESH_APP_PORT",
+        help="Port the app listens on at 127.0.0.1; the inbound listener forwards to it (0: no inbound listener).",
+    ),
+]
+AdminAddr = Annotated[
+    str,
+    typer.Option(
+        "--admin-addr",
+        envvar="MESH_ADMIN_ADDR",
+        help="HOST:PORT of the admin API: /ready /metrics /config_dump /clusters /listeners, POST /drain.",
+    ),
+]
+OutboundAddr = Annotated[
+    str,
+    typer.Option(
+        "--outbound-addr",
+        envvar="MESH_OUTBOUND_ADDR",
+        help="HOST:PORT the app calls out through (routes by Host; also usable as http_proxy).",
+    ),
+]
+InboundAddr = Annotated[
+    str,
+    typer.Option(
+        "--inbound-addr", envvar="MESH_INBOUND_ADDR", help="HOST:PORT others reach the app through (with --app-port)."
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="MESH_CONFIG",
+        help="Static snapshot file (YAML or JSON, docs/sidecar-config.md); re-read on change and SIGHUP. "
+        "Without it, the registry at CONSUL_HTTP_ADDR is the config source.",
+    ),
+]
+Upstream = Annotated[
+    list[str],
+    typer.Option(
+        "--upstream",
+        envvar="MESH_UPSTREAM",
+        help="L4 upstream NAME=LOCALPORT: 127.0.0.1:LOCALPORT forwards to service NAME (repeatable; "
+        "in the variable, space-separated). Registry mode only; a --config file declares its own listeners.",
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        envvar="MESH_WORKERS",
+        min=1,
+        help="Processes sharing the listener ports (SO_REUSEPORT), each with its own event loop.",
+    ),
+]
+HeaderTimeout = Annotated[
+    float,
+    typer.Option(
+        "--header-timeout",
+        envvar="MESH_HEADER_TIMEOUT",
+        help="Seconds a client may take to send a request head (slowloris defence; then 408 and close).",
+    ),
+]
+IdleTimeout = Annotated[
+    float,
+    typer.Option(
+        "--idle-timeout", envvar="MESH_IDLE_TIMEOUT", help="Seconds a client keep-alive connection may sit idle."
+    ),
+]
+DrainTimeout = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout",
+        envvar="MESH_DRAIN_TIMEOUT",
+        help="On SIGTERM, seconds to let in-flight requests finish before closing what is left.",
+    ),
+]
+LogLevel = Annotated[
+    str,
+    typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error (JSON lines on stderr)."),
+]
+
+
+def sidecar_command(
+    service: Service = "",
+    app_port: AppPort = 0,
+    admin_addr: AdminAddr = DEFAULT_ADMIN_ADDR,
+    outbound_addr: OutboundAddr = DEFAULT_OUTBOUND_ADDR,
+    inbound_addr: InboundAddr = DEFAULT_INBOUND_ADDR,
+    config: ConfigFile = None,
+    upstream: Upstream = [],  # noqa: B006 - typer reads the default, never mutates it
+    workers: Workers = 1,
+    header_timeout: HeaderTimeout = 10.0,
+    idle_timeout: IdleTimeout = 300.0,
+    drain_timeout: DrainTimeout = 30.0,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the sidecar proxy: outbound 127.0.0.1:15001, inbound 127.0.0.1:15006, admin 127.0.0.1:15000.
+
+    HTTP/1.1 (keep-alive pools, streaming, WebSocket, routing by Host/path/headers, weighted clusters, load balancing)
+    and L4 TCP listeners. SIGTERM drains, then exits 0.
+    """
+    options = {
+        "service": service,
+        "app_port": app_port,
+        "admin_addr": admin_addr,
+        "outbound_addr": outbound_addr,
+        "inbound_addr": inbound_addr,
+        "config": str(config) if config is not None else None,
+        "upstream": list(upstream),
+        "workers": workers,
+        "header_timeout": header_timeout,
+        "idle_timeout": idle_timeout,
+        "drain_timeout": drain_timeout,
+        "log_level": log_level,
+    }
+    try:
+        plan_from_options(options)  # every flag checked here, before the process is replaced
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    # The proxy runs in a fresh interpreter that imports only the sidecar (see sidecar.main).
+    os.environ[OPTIONS_ENV] = json.dumps(options)
+    os.execv(sys.executable, [sys.executable, "-m", "sidecar.main"])

@@ -1,0 +1,546 @@
+"""One request's trip through the proxy: dispatch, upstream connection, both bodies streamed.
+
+An ``Exchange`` is created when a request head is parsed and started when it reaches the front
+of its connection's queue (pipelined requests wait their turn, so responses leave in request
+order). It reads the active config once, at start, and keeps it.
+
+Rules:
+- Bodies are streamed, never collected: request bytes go to the upstream as they arrive (kept
+  in a small buffer only until the upstream connection is ready; reading from the client pauses
+  when that buffer passes the high-water mark), response bytes go to the client as they arrive.
+  Backpressure both ways: a full write buffer on one side pauses reading on the other.
+- Errors map to statuses here: connect failure or reset before the response head → 502, route
+  timeout → 504, an invalid upstream response → 502; no endpoint → 503 (``dispatch``). After the
+  response head has gone out, a failure can only cut the client connection.
+- A request on a reused connection that fails before any response byte (the upstream closed it
+  while idle) and has no body is retried once on a fresh connection, as HTTP clients do.
+- The upstream connection goes back to the pool only if both messages ended cleanly and the
+  upstream allows keep-alive; the client connection stays open only if the request was read to
+  its end and both sides allow keep-alive.
+- ``LoadTracker.start``/``finish`` bracket the upstream request; metrics are recorded once, at
+  the end, with the final status (499 when the client went away first).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from lb import Endpoint
+from sidecar.active import ActiveConfig, ClusterRuntime, RouteRuntime
+from sidecar.http1.dispatch import Forward, Reject, decide
+from sidecar.http1.framing import Body, HttpError, RequestHead, ResponseHead, UpstreamProtocolError, response_head
+from sidecar.http1.upstream import UpstreamConnection
+from sidecar.http1.wire import chunk, error_response, interim_bytes, last_chunk, request_head_bytes, response_head_bytes
+from sidecar.metrics import RequestStats
+from sidecar.tcp.relay import Relay
+
+if TYPE_CHECKING:
+    from sidecar.http1.downstream import DownstreamConnection
+
+log = logging.getLogger("sidecar.http1")
+
+BODY_BUFFER_HIGH = 256 * 1024
+CLIENT_CLOSED = 499  # nginx's code for "client closed request", used in metrics only
+
+_monotonic = time.monotonic
+
+
+class Exchange:
+    __slots__ = (
+        "active",
+        "body_done",
+        "cluster",
+        "conn",
+        "deadline",
+        "done",
+        "endpoint",
+        "head",
+        "out",
+        "pending",
+        "pending_size",
+        "response",
+        "response_started",
+        "retried",
+        "reused",
+        "route",
+        "set_cookie",
+        "started",
+        "stats",
+        "status",
+        "target",
+        "trailers",
+        "up_read_paused",
+        "upstream",
+        "wants_upstream",
+    )
+
+    def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self.body_done = head.body == Body.NONE
+        self.pending: list[bytes] | None = None
+        self.pending_size = 0
+        self.trailers: list[tuple[bytes, bytes]] | None = None
+        self.active: ActiveConfig | None = None
+        self.route: RouteRuntime | None = None
+        self.cluster: ClusterRuntime | None = None
+        self.endpoint: Endpoint | None = None
+        self.stats: RequestStats | None = None
+        self.target = head.target
+        self.set_cookie: bytes | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.response: ResponseHead | None = None
+        self.response_started = False  # any response byte (head) sent to the client
+        self.out: list[bytes] = []  # response bytes for the client, written once per upstream read
+        self.status = 0
+        self.started = 0.0
+        self.deadline = 0.0
+        self.retried = False
+        self.reused = False
+        self.up_read_paused = False
+        self.wants_upstream = False
+        self.done = False
+
+    # === start ===
+
+    def begin(self) -> None:
+        """Dispatch under the config active now; connect or answer locally."""
+        conn = self.conn
+        self.started = _monotonic()
+        active = self.active = conn.context.config.current
+        runtime = active.listeners.get(conn.context.name)
+        if runtime is None:
+            self.respond_local(503, "listener is not in the active config", None)
+            return
+        choice = decide(runtime, self.head, conn.client_ip, conn.context.rng)
+        if isinstance(choice, Reject):
+            if choice.unknown_host and conn.context.demand is not None:
+                conn.context.spawn(self._demand_then_retry(choice))
+                return
+            self.respond_local(choice.status, choice.message, choice.stats)
+            return
+        self._forward(choice)
+
+    def _forward(self, choice: Forward) -> None:
+        self.route = choice.route
+        cluster = self.cluster = choice.cluster
+        endpoint = self.endpoint = choice.endpoint
+        self.stats = choice.stats
+        self.target = choice.target
+        self.set_cookie = choice.set_cookie
+        cluster.load.start(endpoint.key)
+        self._acquire()
+
+    async def _demand_then_retry(self, reject: Reject) -> None:
+        """Registry mode: ask the source about an unknown Host; if it now routes it, dispatch again."""
+        conn = self.conn
+        context = conn.context
+        host = self.head.host.decode("latin-1")
+        assert context.demand is not None
+        choice: Forward | Reject = reject
+        try:
+            if await context.demand(host):
+                active = self.active = context.config.current
+                runtime = active.listeners.get(context.name)
+                if runtime is not None:
+                    choice = decide(runtime, self.head, conn.client_ip, context.rng)
+        except Exception:
+            log.exception("registry lookup for host failed", extra={"host": host})
+            choice = Reject(503, f"registry lookup failed for {host!r}", reject.stats)
+        if self.done:
+            return
+        if isinstance(choice, Reject):
+            message = choice.message
+            if choice.unknown_host:
+                message = f"unknown service {host!r}: no such service in the registry"
+            self.respond_local(choice.status, message, choice.stats)
+        else:
+            self._forward(choice)
+
+    def _acquire(self) -> None:
+        cluster = self.cluster
+        endpoint = self.endpoint
+        assert cluster is not None
+        assert endpoint is not None
+        pools = self.conn.context.pools
+        pool = pools.pools.get((endpoint.host, endpoint.port)) or pools.pool(endpoint.host, endpoint.port)
+        idle = pool.idle
+        if idle:  # the common case, inline: the warmest idle connection
+            up = idle.pop()
+            if not up.closed:
+                pool.reused += 1
+                self.on_upstream_ready(up, True)
+                return
+        self.wants_upstream = True
+        ready = pools.acquire(pool, self, cluster.connect_timeout_s, cluster.max_connections)
+        if ready is not None:
+            self.on_upstream_ready(ready, True)
+        elif self.body_done:
+            self._arm_deadline()
+
+    # === pool callbacks ===
+
+    def on_upstream_ready(self, up: UpstreamConnection, reused: bool) -> None:
+        self.wants_upstream = False
+        self.upstream = up
+        self.reused = reused
+        up.user = self
+        up.requests += 1
+        head = self.head
+        up.reader.expect(self, head.method == b"HEAD")
+        conn = self.conn
+        forwarded = (
+            conn.client_ip_bytes if head.forwarded_for is None else head.forwarded_for + b", " + conn.client_ip_bytes
+        )
+        route = self.route
+        assert route is not None
+        data = request_head_bytes(
+            head,
+            head.host,
+            self.target,
+            route.request_add,
+            forwarded,
+            None if head.request_id is not None else conn.context.ids.next(),
+            route.request_remove,
+        )
+        transport = up.transport
+        assert transport is not None
+        pending = self.pending
+        if pending:
+            self.pending = None
+            self.pending_size = 0
+            chunked = head.body == Body.CHUNKED
+            parts = [data]
+            for piece in pending:
+                parts.append(chunk(piece) if chunked else piece)
+            data = b"".join(parts)
+            conn.resume_for(PAUSE_BUFFER)
+        if self.body_done and head.body == Body.CHUNKED:
+            data += last_chunk(self.trailers or ())
+        transport.write(data)
+        if conn.write_paused:
+            self.pause_upstream_reading()
+        if up.write_paused:
+            conn.pause_for(PAUSE_UPSTREAM)
+        if self.body_done:
+            self._arm_deadline()
+
+    def on_upstream_failed(self, kind: str, message: str) -> None:
+        self.wants_upstream = False
+        self._fail(502, message, kind)
+
+    # === request body from the client ===
+
+    def on_request_body(self, data: bytes) -> None:
+        if self.done:
+            return  # a local answer was sent; the rest of the body is read and dropped
+        up = self.upstream
+        if up is not None:
+            transport = up.transport
+            assert transport is not None
+            transport.write(chunk(data) if self.head.body == Body.CHUNKED else data)
+            return
+        if self.pending is None:
+            self.pending = []
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > BODY_BUFFER_HIGH:
+            self.conn.pause_for(PAUSE_BUFFER)
+
+    def on_request_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        self.body_done = True
+        if self.done:
+            return
+        up = self.upstream
+        if up is not None:
+            if self.head.body == Body.CHUNKED:
+                transport = up.transport
+                assert transport is not None
+                transport.write(last_chunk(trailers or ()))
+            self._arm_deadline()
+        else:
+            self.trailers = trailers
+            if self.wants_upstream:
+                self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        route = self.route
+        if route is not None and route.timeout_s > 0 and self.deadline == 0.0:
+            self.deadline = _monotonic() + route.timeout_s
+
+    # === response from the upstream (ResponseSink) ===
+
+    def on_interim(self, status: int, reason: bytes, fields: bytes) -> None:
+        if self.head.version == b"1.1" and not self.done:
+            transport = self.conn.transport
+            assert transport is not None
+            transport.write(interim_bytes(status, reason, fields))
+
+    def on_response(self, status: int, reason: bytes, fields: bytes, keep_alive: bool) -> bool:
+        """The final response head; returns whether the body is relayed raw (see ``framing``)."""
+        if self.done:
+            return False
+        head = self.head
+        upgrade = status == 101
+        if upgrade and head.upgrade is None:
+            raise UpstreamProtocolError("101 Switching Protocols to a request that asked for no upgrade")
+        response = self.response = response_head(
+            status,
+            reason,
+            fields,
+            request_method=head.method,
+            upstream_keep_alive=keep_alive,
+            client_version=head.version,
+            # After a declined upgrade the client may already be sending tunnel bytes: close.
+            client_keep_alive=head.keep_alive and self.body_done and not self.conn.closing and head.upgrade is None,
+            upgrade=upgrade,
+        )
+        self.status = status
+        route = self.route
+        assert route is not None
+        extra = route.response_add
+        if self.set_cookie is not None:
+            extra = (*extra, (b"Set-Cookie", self.set_cookie))
+        # Collected and written once per upstream read (flush_out): head and body in one send.
+        self.out.append(response_head_bytes(response, extra, route.response_remove, head.version))
+        self.response_started = True
+        return response.raw_body and not upgrade
+
+    def on_response_raw(self, data: bytes) -> None:
+        if not self.done:
+            self.out.append(data)
+
+    def on_response_body(self, data: bytes) -> None:
+        if not self.done:
+            self.out.append(data)  # decoded body to an HTTP/1.0 client: close-delimited
+
+    def flush_out(self) -> None:
+        """Write what this upstream read produced for the client, in one vectored write."""
+        out = self.out
+        if out:
+            transport = self.conn.transport
+            if transport is not None and not self.conn.closed:
+                transport.writelines(out)
+            out.clear()
+
+    def on_response_end(self) -> None:
+        response = self.response
+        if response is None or self.done:
+            return
+        if response.status == 101:
+            self._become_tunnel()
+            return
+        self.flush_out()
+        self._complete(response.status)
+
+    # === upstream connection events (UpstreamUser) ===
+
+    def on_upstream_data_after_upgrade(self, data: bytes) -> None:
+        transport = self.conn.transport
+        if data and transport is not None:
+            transport.write(data)
+
+    def on_upstream_error(self, exc: Exception) -> None:
+        log.debug("invalid upstream response", extra={"error": str(exc)})
+        self._fail(502, f"upstream protocol error: {exc}", "protocol")
+
+    def on_upstream_lost(self, exc: Exception | None) -> None:
+        if self.done:
+            return
+        response = self.response
+        if response is not None and response.body_in == Body.UNTIL_CLOSE and exc is None:
+            # A close-delimited body ends with the connection (the parser cannot be told of EOF).
+            self.on_response_end()
+            return
+        up = self.upstream
+        if (
+            not self.response_started
+            and self.reused
+            and not self.retried
+            and self.head.body == Body.NONE
+            and self.head.method in IDEMPOTENT
+            and up is not None
+            and up.reader.done is False
+        ):
+            self.retried = True
+            self.upstream = None
+            self.conn.context.pools.discard(up)
+            self._acquire()
+            return
+        self._fail(502, "upstream connect error or disconnect/reset before headers", "reset")
+
+    def on_upstream_write_paused(self) -> None:
+        self.conn.pause_for(PAUSE_UPSTREAM)
+
+    def on_upstream_write_resumed(self) -> None:
+        self.conn.resume_for(PAUSE_UPSTREAM)
+
+    # === client connection events (called by DownstreamConnection) ===
+
+    def pause_upstream_reading(self) -> None:
+        up = self.upstream
+        if up is not None and not self.up_read_paused and up.transport is not None:
+            self.up_read_paused = True
+            up.transport.pause_reading()
+
+    def resume_upstream_reading(self) -> None:
+        up = self.upstream
+        if self.up_read_paused:
+            self.up_read_paused = False
+            if up is not None and up.transport is not None and not up.closed:
+                up.transport.resume_reading()
+
+    def on_timeout(self) -> None:
+        """The route timeout passed (called by the listener's sweep)."""
+        if not self.done:
+            cluster = self.cluster
+            if cluster is not None:
+                cluster.errors.add("timeout")
+            self._fail(504, "upstream request timeout", None)
+
+    def on_request_broken(self, exc: HttpError) -> None:
+        """The rest of the request body was malformed: nothing more will come."""
+        self._fail(exc.status, exc.reason, None)
+
+    def on_client_lost(self) -> None:
+        """The client connection closed before the exchange ended."""
+        if self.done:
+            return
+        self.done = True
+        self.wants_upstream = False
+        self._release_upstream(False)
+        self._record(CLIENT_CLOSED, ok=False)
+
+    # === endings ===
+
+    def respond_local(self, status: int, message: str, stats: RequestStats | None) -> None:
+        """Answer from the proxy itself (no upstream involved)."""
+        self.stats = stats
+        self.status = status
+        self.done = True
+        conn = self.conn
+        head = self.head
+        keep_alive = head.keep_alive and self.body_done and not conn.closing
+        transport = conn.transport
+        if transport is not None:
+            transport.write(
+                error_response(
+                    status,
+                    message,
+                    close=not keep_alive,
+                    request_id=head.request_id,
+                    head_request=head.method == b"HEAD",
+                )
+            )
+        self._record(status, ok=status < 500)
+        conn.exchange_finished(self, keep_alive)
+
+    def _fail(self, status: int, message: str, kind: str | None) -> None:
+        if self.done:
+            return
+        cluster = self.cluster
+        if kind is not None and cluster is not None:
+            cluster.errors.add(kind)
+        self.wants_upstream = False
+        self._release_upstream(False)
+        if self.response_started:
+            # Part of the response is out: the only honest signal left is cutting the connection.
+            self.out.clear()
+            self.done = True
+            self._record(status, ok=False)
+            self.conn.abort()
+            return
+        self.done = True
+        self.status = status
+        conn = self.conn
+        keep_alive = self.head.keep_alive and self.body_done and not conn.closing
+        transport = conn.transport
+        if transport is not None:
+            transport.write(
+                error_response(
+                    status,
+                    message,
+                    close=not keep_alive,
+                    request_id=self.head.request_id,
+                    head_request=self.head.method == b"HEAD",
+                )
+            )
+        self._record(status, ok=False)
+        conn.exchange_finished(self, keep_alive)
+
+    def _complete(self, status: int) -> None:
+        response = self.response
+        assert response is not None
+        self.done = True
+        reusable = response.reuse_up and self.body_done
+        self._release_upstream(reusable)
+        self._record(status, ok=status < 500)
+        self.conn.exchange_finished(self, response.keep_alive_down and self.body_done)
+
+    def _release_upstream(self, reusable: bool) -> None:
+        up = self.upstream
+        if up is None:
+            return
+        self.upstream = None
+        pools = self.conn.context.pools
+        if self.up_read_paused:
+            self.up_read_paused = False
+            if reusable and up.transport is not None:
+                up.transport.resume_reading()
+        if reusable:
+            cluster = self.cluster
+            pools.release(up, cluster.idle_timeout_s if cluster is not None else 0.0)
+        else:
+            up.user = None
+            if self.response_started or not self.body_done or not up.reader.done:
+                up.abort()
+            pools.discard(up)
+
+    def _record(self, status: int, ok: bool) -> None:
+        elapsed = _monotonic() - self.started
+        stats = self.stats
+        if stats is not None:
+            stats.record(status, elapsed)
+        endpoint = self.endpoint
+        cluster = self.cluster
+        if endpoint is not None and cluster is not None:
+            cluster.load.finish(endpoint.key, elapsed, ok)
+
+    # === upgrade ===
+
+    def _become_tunnel(self) -> None:
+        """101 from the upstream: both connections now carry raw bytes."""
+        self.flush_out()
+        self.done = True
+        up = self.upstream
+        conn = self.conn
+        assert up is not None
+        assert up.transport is not None
+        assert conn.transport is not None
+        self.upstream = None
+        up.user = None
+        self._record(101, ok=True)
+        context = conn.context
+        relay = Relay(
+            conn.transport,
+            up.transport,
+            idle_timeout_s=context.settings.tunnel_idle_timeout_s,
+            now=_monotonic(),
+            on_close=context.tunnels.discard,
+        )
+        up.relay = relay
+        if self.up_read_paused:
+            self.up_read_paused = False
+            up.transport.resume_reading()
+        conn.become_tunnel(self, relay)
+
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})  # RFC 9110 §9.2.2
+
+# Reasons the client connection's reading is paused (bit flags, see DownstreamConnection).
+PAUSE_QUEUE = 1
+PAUSE_UPSTREAM = 2
+PAUSE_BUFFER = 4
+PAUSE_UPGRADE = 8

@@ -1,0 +1,229 @@
+"""Keep-alive connection pools, one per upstream endpoint address, shared by every config.
+
+Pools are keyed by (host, port), not by cluster or snapshot: an endpoint that stays in the
+config across a swap keeps its warm connections, and one that leaves is closed as its
+connections go idle. Acquisition is callback-based so the common case (an idle connection
+is there) costs no task or future: ``acquire`` returns the connection at once or arranges for
+``waiter.on_upstream_ready`` / ``on_upstream_failed`` to be called later.
+
+Rules:
+- Idle connections are reused last-in first-out (the warmest socket, and the others age out).
+- At most ``max_connections`` per endpoint (open plus connecting); further requests wait in a
+  FIFO queue and are handed the next released connection; the route timeout bounds the wait.
+- An idle connection is closed after the cluster's idle timeout; a periodic sweep does this
+  (one timer for all, not one per connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from sidecar.http1.reader import HeadLimits
+from sidecar.http1.upstream import UpstreamConnection
+
+log = logging.getLogger("sidecar.http1.pool")
+
+SWEEP_INTERVAL_S = 1.0
+
+
+class PoolWaiter(Protocol):
+    """Who asked for a connection. ``wants_upstream`` turns False if it gave up (timeout, client gone)."""
+
+    wants_upstream: bool
+
+    def on_upstream_ready(self, conn: UpstreamConnection, reused: bool) -> None: ...
+    def on_upstream_failed(self, kind: str, message: str) -> None: ...
+
+
+class EndpointPool:
+    """Connections to one address. Counters feed /metrics and /clusters."""
+
+    __slots__ = (
+        "connect_failures",
+        "created",
+        "host",
+        "idle",
+        "live",
+        "port",
+        "reused",
+        "size",
+        "waiters",
+    )
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.idle: list[UpstreamConnection] = []
+        self.live: set[UpstreamConnection] = set()
+        self.size = 0  # live + connecting
+        self.waiters: deque[tuple[PoolWaiter, float, int]] = deque()
+        self.created = 0
+        self.reused = 0
+        self.connect_failures = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def active(self) -> int:
+        return len(self.live) - len(self.idle)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """A connection closed: drop it from the books (idempotent)."""
+        if conn in self.live:
+            self.live.discard(conn)
+            self.size -= 1
+            if conn in self.idle:
+                self.idle.remove(conn)
+
+
+class UpstreamPools:
+    """Every endpoint pool of the process, with connect and idle-timeout handling."""
+
+    def __init__(self, limits: HeadLimits, clock: Callable[[], float]) -> None:
+        self._limits = limits
+        self._clock = clock
+        self.pools: dict[tuple[str, int], EndpointPool] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._connects: set[asyncio.Task[None]] = set()
+
+    def pool(self, host: str, port: int) -> EndpointPool:
+        key = (host, port)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = EndpointPool(host, port)
+        return pool
+
+    def acquire(
+        self, pool: EndpointPool, waiter: PoolWaiter, connect_timeout_s: float, max_connections: int
+    ) -> UpstreamConnection | None:
+        """An idle connection now, or None and a later callback on ``waiter``."""
+        idle = pool.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                pool.reused += 1
+                return conn
+        if pool.size < max_connections and not self._closing:
+            pool.size += 1
+            task = asyncio.get_running_loop().create_task(self._connect(pool, waiter, connect_timeout_s))
+            self._connects.add(task)
+            task.add_done_callback(self._connects.discard)
+        else:
+            pool.waiters.append((waiter, connect_timeout_s, max_connections))
+        return None
+
+    def release(self, conn: UpstreamConnection, idle_timeout_s: float) -> None:
+        """Give back a connection whose last exchange ended cleanly."""
+        conn.user = None
+        if conn.closed:
+            return
+        pool = conn.pool
+        while pool.waiters:
+            waiter = pool.waiters.popleft()[0]
+            if waiter.wants_upstream:
+                pool.reused += 1
+                waiter.on_upstream_ready(conn, True)
+                return
+        if self._closing or idle_timeout_s <= 0:
+            conn.close()
+            return
+        conn.idle_deadline = self._clock() + idle_timeout_s
+        pool.idle.append(conn)
+        if self._sweeper is None:
+            self._schedule_sweep()
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """Close a connection that cannot be reused and let a waiter open a new one."""
+        conn.user = None
+        conn.close()
+        self._serve_waiters(conn.pool)
+
+    async def _connect(self, pool: EndpointPool, waiter: PoolWaiter, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        limits = self._limits
+        try:
+            async with asyncio.timeout(timeout_s):
+                _, conn = await loop.create_connection(lambda: UpstreamConnection(pool, limits), pool.host, pool.port)
+        except TimeoutError:
+            self._connect_failed(pool, waiter, "connect_timeout", f"upstream connect timeout ({timeout_s:g}s)")
+            return
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            self._connect_failed(pool, waiter, "connect_failure", f"upstream connect error: {reason}")
+            return
+        pool.created += 1
+        pool.live.add(conn)
+        if conn.closed:  # reset right after connecting
+            pool.live.discard(conn)
+            pool.size -= 1
+            self._connect_failed(pool, waiter, "connect_failure", "upstream connection closed while connecting", False)
+            return
+        if waiter.wants_upstream:
+            waiter.on_upstream_ready(conn, False)
+        else:
+            self.release(conn, 5.0)
+
+    def _connect_failed(
+        self, pool: EndpointPool, waiter: PoolWaiter, kind: str, message: str, counted: bool = True
+    ) -> None:
+        if counted:
+            pool.size -= 1
+        pool.connect_failures += 1
+        if waiter.wants_upstream:
+            waiter.on_upstream_failed(kind, message)
+        self._serve_waiters(pool)
+
+    def _serve_waiters(self, pool: EndpointPool) -> None:
+        """Room was freed below the connection limit: start a connect for the first live waiter."""
+        while pool.waiters and pool.size < pool_limit(pool):
+            waiter, timeout_s, max_connections = pool.waiters.popleft()
+            if waiter.wants_upstream:
+                conn = self.acquire(pool, waiter, timeout_s, max_connections)
+                if conn is not None:
+                    waiter.on_upstream_ready(conn, True)
+                return
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self._clock()
+        any_idle = False
+        for key, pool in list(self.pools.items()):
+            for conn in [c for c in pool.idle if c.idle_deadline <= now]:
+                conn.close()
+            any_idle = any_idle or bool(pool.idle)
+            if pool.size == 0 and not pool.waiters:
+                del self.pools[key]
+        if any_idle and not self._closing:
+            self._schedule_sweep()
+
+    def close_idle(self) -> None:
+        """Close every idle connection now (drain)."""
+        for pool in list(self.pools.values()):
+            for conn in list(pool.idle):
+                conn.close()
+
+    async def close(self) -> None:
+        """Stop: close idle connections and refuse new ones; connections in use close on release."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for task in list(self._connects):
+            task.cancel()
+        await asyncio.gather(*self._connects, return_exceptions=True)
+        self.close_idle()
+
+
+def pool_limit(pool: EndpointPool) -> int:
+    """The connection limit the first queued waiter asked for (waiters carry the cluster's limit)."""
+    return pool.waiters[0][2] if pool.waiters else 0

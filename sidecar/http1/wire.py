@@ -1,0 +1,165 @@
+"""Bytes on the wire: request and response heads, chunk framing, the proxy's own answers.
+
+Pure functions; the hot path builds each head with one ``b"".join``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from http import HTTPStatus
+
+from sidecar.http1.framing import Body, RequestHead, ResponseHead, remove_fields
+
+CRLF = b"\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+_SEP = b": "
+
+_REASONS = {status.value: status.phrase.encode("latin-1") for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    return _REASONS.get(status, b"Unknown")
+
+
+class RequestIds:
+    """UUID4-shaped ``x-request-id`` values (as Envoy generates), cheap per request.
+
+    Random bytes come from ``os.urandom`` in batches (one syscall per 256 ids) and are turned
+    into hex once per batch; each id is then a few slices of that hex text.
+    """
+
+    __slots__ = ("_at", "_hex")
+
+    _BATCH = 256
+    _VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")  # RFC 4122 variant digit
+
+    def __init__(self) -> None:
+        self._hex = b""
+        self._at = 0
+
+    def next(self) -> bytes:
+        at = self._at
+        block = self._hex
+        if at >= len(block):
+            block = self._hex = os.urandom(16 * self._BATCH).hex().encode("ascii")
+            at = 0
+        self._at = at + 32
+        h = block[at : at + 32]
+        return b"%b-%b-4%b-%b%b-%b" % (
+            h[:8],
+            h[8:12],
+            h[13:16],
+            h[16:17].translate(self._VARIANT),
+            h[17:20],
+            h[20:32],
+        )
+
+
+def request_head_bytes(
+    head: RequestHead,
+    host: bytes,
+    target: bytes,
+    extra: Sequence[tuple[bytes, bytes]],
+    forwarded_for: bytes,
+    request_id: bytes | None,
+    remove: frozenset[bytes] = frozenset(),
+) -> bytes:
+    """The request head for the upstream hop (always HTTP/1.1, keep-alive).
+
+    ``forwarded_for`` is the value of ``X-Forwarded-For`` to send (the client's chain plus its
+    address); ``request_id`` is added only when the client sent none. ``extra`` fields are
+    appended after the client's; ``remove`` drops client fields by lower-case name.
+    """
+    parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
+    append = parts.append
+    if remove:
+        for name, value in head.headers:
+            if name.lower() not in remove:
+                parts += (name, _SEP, value, CRLF)
+    else:
+        for name, value in head.headers:
+            parts += (name, _SEP, value, CRLF)
+    for name, value in extra:
+        parts += (name, _SEP, value, CRLF)
+    parts += (b"X-Forwarded-For: ", forwarded_for, CRLF)
+    if request_id is not None:
+        parts += (b"x-request-id: ", request_id, CRLF)
+    if not head.forwarded_proto:
+        append(b"X-Forwarded-Proto: http\r\n")
+    body = head.body
+    if body == Body.LENGTH:
+        parts += (b"Content-Length: ", b"%d" % head.content_length, CRLF)
+    elif body == Body.CHUNKED:
+        append(b"Transfer-Encoding: chunked\r\n")
+    if head.upgrade is not None:
+        parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, CRLF)
+    if head.expect_continue:
+        append(b"Expect: 100-continue\r\n")
+    append(CRLF)
+    return b"".join(parts)
+
+
+def response_head_bytes(
+    head: ResponseHead,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+    remove: frozenset[bytes] = frozenset(),
+    client_version: bytes = b"1.1",
+) -> bytes:
+    """The response head for the client hop: the upstream's fields (hop-by-hop ones already
+    removed by ``framing``), route edits, and the connection fields chosen by ``framing``."""
+    fields = remove_fields(head.fields, remove) if remove else head.fields
+    parts = [b"HTTP/1.1 %d " % head.status, head.reason, fields]
+    for name, value in extra:
+        parts += (CRLF, name, _SEP, value)
+    if head.status != 101:
+        if not head.keep_alive_down:
+            parts.append(b"\r\nConnection: close")
+        elif client_version == b"1.0":
+            parts.append(b"\r\nConnection: keep-alive")
+    parts.append(b"\r\n\r\n")
+    return b"".join(parts)
+
+
+def interim_bytes(status: int, reason: bytes, fields: bytes) -> bytes:
+    """A 1xx response (100 Continue, 103 Early Hints) relayed as received."""
+    return b"HTTP/1.1 %d %b%b\r\n\r\n" % (status, reason, fields)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (``data`` must not be empty: an empty chunk ends the body)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def last_chunk(trailers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """The zero-size chunk that ends a chunked body, with trailer fields if any."""
+    if not trailers:
+        return LAST_CHUNK
+    parts = [b"0\r\n"]
+    for name, value in trailers:
+        parts += (name, _SEP, value, CRLF)
+    parts.append(CRLF)
+    return b"".join(parts)
+
+
+def error_response(
+    status: int, message: str, *, close: bool, request_id: bytes | None = None, head_request: bool = False
+) -> bytes:
+    """A small plain-text answer from the proxy itself (404, 502, 503, 504, 400, 431 ...).
+
+    To a HEAD request the head announces the body's length but the body is left out.
+    """
+    body = message.encode("utf-8") + b"\n"
+    parts = [
+        b"HTTP/1.1 %d " % status,
+        reason_phrase(status),
+        b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body),
+    ]
+    if request_id is not None:
+        parts += (b"x-request-id: ", request_id, CRLF)
+    if close:
+        parts.append(b"Connection: close\r\n")
+    parts.append(CRLF)
+    if not head_request:
+        parts.append(body)
+    return b"".join(parts)
