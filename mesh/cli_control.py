@@ -21,6 +21,7 @@ from discovery.client_config import ClientConfigError
 from discovery.runtime.http import run_until_signalled
 from discovery.runtime.logs import configure_logging
 from mesh.control.client import ControlApiError, ControlClient
+from mesh.control.explain_policies import describe_cluster_policies, describe_route_policies
 from mesh.control.plane import PlaneSettings
 from mesh.control.server import DEFAULT_HTTP_ADDR, ControlConfig, serve
 from mesh.control.store_consul import DEFAULT_PREFIX
@@ -381,12 +382,16 @@ def _print_explanation(result: dict[str, Any]) -> None:
             p(f"  request header: {edit}", highlight=False)
         if route.get("prefix_rewrite"):
             p(f"  rewrite prefix → {route['prefix_rewrite']}", highlight=False)
+        for line in describe_route_policies(route):
+            p(f"  {line}", highlight=False)
         for note in route.get("not_enforced", []):
             p(f"  [yellow]not enforced:[/] {note['path']}: {note['message']}", highlight=False)
     for dest in result.get("destinations", []):
         subset = f" subset {dest['subset']} {dest.get('subset_labels', {})}" if dest.get("subset") else ""
         rule = f" ({dest['destination_rule']})" if dest.get("destination_rule") else ""
         p(f"  {dest['percent']:g}% → {dest['cluster']}{subset}{rule} [{dest.get('policy', '')}]", highlight=False)
+        for line in describe_cluster_policies(dest):
+            p(f"      {line}", highlight=False)
         for endpoint in dest["endpoints"]:
             p(f"      [green]endpoint[/] {endpoint['address']} weight {endpoint['weight']}", highlight=False)
         for excluded in dest.get("excluded", []):

@@ -3,7 +3,8 @@
 The route is chosen by ``mesh.model.routing.select_route`` on the very snapshot the source's
 sidecar gets, so the answer is the data plane's answer. Around it: why each earlier route of the
 virtual host did not match, which rule (VirtualService and the ``spec.http[i].match[j]`` entry)
-produced the route, the weighted destinations with their subset, load-balancing policy and
+produced the route with its retries, fault, mirrors, rewrites or redirect, the weighted
+destinations with their subset, load-balancing policy, circuit-breaker limits, outlier detection and
 eligible endpoints, and every registry instance of the destination that was left out, with the
 reason (another namespace, another port, not in the subset, unhealthy with its failing checks).
 Outlier ejection and open circuit breakers are data-plane state; they are not shown until the
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mesh.control.explain_policies import cluster_policies, route_policies
 from mesh.control.instances import exclusion_reason
 from mesh.control.translate import Catalog, Translation, route_origin
 from mesh.model.routing import header_matches, parse_query, query_matches, select_route, select_virtual_host
@@ -69,6 +71,9 @@ def explain_request(
         return out
     route = selection.route
     out["route"] = _route_view(translation, vhost, route)
+    if route.redirect is not None:
+        out.update(result="redirected (the sidecar answers itself)", status=route.redirect.response_code)
+        return out
     destinations = [_destination(translation, catalog, route, i) for i in range(len(route.clusters))]
     out["destinations"] = destinations
     if any(d["endpoints"] for d in destinations):
@@ -97,6 +102,7 @@ def _route_view(translation: Translation, vhost: VirtualHost, route: Route) -> d
     edits += [f"remove {name}" for name in route.request_headers_remove]
     if edits:
         view["request_headers"] = edits
+    view.update(route_policies(route))
     return view
 
 
@@ -116,6 +122,7 @@ def _destination(translation: Translation, catalog: Catalog, route: Route, index
     view["policy"] = cluster.lb.kind
     if cluster.lb.affinity is not None:
         view["affinity"] = {"kind": cluster.lb.affinity.kind, "name": cluster.lb.affinity.name}
+    view.update(cluster_policies(cluster))
     view["endpoints"] = [{"address": f"{e.host}:{e.port}", "weight": e.weight, "key": e.key} for e in cluster.endpoints]
     if origin is None:
         return view

@@ -11,15 +11,21 @@
 | ``connectionPool.http.idleTimeout`` (else ``tcp.idleTimeout``) | ``idle_timeout_s`` |
 | ``tcp.maxConnections``, ``http.http1MaxPendingRequests`` / ``http2MaxRequests`` / ``maxRetries`` | breakers |
 | ``outlierDetection`` | ``outlier_detection`` (Istio's defaults: 5 consecutive 5xx, 10 s, 30 s, 10 %) |
+| ``outlierDetection.minHealthPercent`` | the balancer's ``panic_threshold`` (Istio's default 0: panic mode off) |
 
-Circuit-breaker limits a DestinationRule does not set are 2^32-1, as Istio sets them.
+Circuit-breaker limits a DestinationRule does not set are 2^32-1, as Istio sets them. As Pilot
+does, an ``outlierDetection`` turns the cluster's healthy-panic threshold into its
+``minHealthPercent`` (0 when not given: ejected and unhealthy endpoints stay out even when few are
+left); a cluster without outlier detection keeps Envoy's 50 %. ``consecutive5xxErrors: 0`` /
+``consecutiveGatewayErrors: 0`` (or not given, for gateway errors) switch that detector off, as
+Istio does with ``enforcing_*: 0``; success-rate ejection stays off (Istio never enables it).
 
 Everything else in a traffic policy is listed by ``mesh.rules.warnings`` as not enforced.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lb import Affinity, PolicySpec
 from mesh.model.policies import CircuitBreakers, OutlierDetection
@@ -69,7 +75,10 @@ def cluster_settings(policy: TrafficPolicy | None) -> ClusterSettings:
             idle = pool.http_idle_timeout_s
         elif pool.tcp_idle_timeout_s is not None:
             idle = pool.tcp_idle_timeout_s
-    return ClusterSettings(lb, connect, idle, circuit_breakers(pool), outlier_detection(policy.outlier_detection))
+    detection = policy.outlier_detection
+    if detection is not None:
+        lb = replace(lb, panic_threshold=(detection.min_health_percent or 0) / 100)
+    return ClusterSettings(lb, connect, idle, circuit_breakers(pool), outlier_detection(detection))
 
 
 def circuit_breakers(pool: ConnectionPool | None) -> CircuitBreakers:

@@ -19,8 +19,15 @@ routes. The control plane fills in the rest, as Istio's Pilot does for Envoy:
 - **TCP upstreams**: each bootstrap ``tcp`` cluster with a ``service`` gets that service's
   endpoints, or the destination of the first applicable ``tcp`` route of its VirtualService.
 
-Istio defaults kept: no route timeout unless the VirtualService sets one; ``rewrite.uri`` on a
-route without a URI match replaces the ``/`` prefix (Envoy's reading).
+- **resilience**: a route's ``retries`` / ``fault`` / ``mirror(s)`` / ``redirect`` /
+  ``rewrite.authority`` become its ``retry_policy`` / ``fault`` / ``mirrors`` / ``redirect`` /
+  ``host_rewrite`` (``mesh.model.policies``); a cluster's circuit breakers, outlier detection and
+  panic threshold come from the DestinationRule (``mesh.control.policy``).
+
+Istio defaults kept: no route timeout unless the VirtualService sets one; Istio's default retries
+(``ISTIO_DEFAULT_RETRIES``) on every route that says nothing about retries; mirrors and faults
+without a percentage take all requests; redirects answer 301; ``rewrite.uri`` on a route without
+a URI match replaces the ``/`` prefix (Envoy's reading).
 """
 
 from __future__ import annotations
@@ -72,8 +79,10 @@ Catalog = Mapping[str, tuple[Instance, ...]]
 
 ClusterKind = Literal["service", "external", "bootstrap"]
 DEFAULT_ROUTE = "default"
-ISTIO_DEFAULT_RETRIES = RetryPolicy(num_retries=2)
-"""What Istio gives a route whose VirtualService says nothing about retries (and the default route)."""
+ISTIO_DEFAULT_RETRIES = RetryPolicy(num_retries=2, retry_non_idempotent=True)
+"""What Istio gives a route whose VirtualService says nothing about retries (and the default route):
+2 retries on ``connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`` with
+503, avoiding hosts already tried. Envoy retries whatever the method, so Istio routes do too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,20 +572,32 @@ def _model_route(
 
 
 def retry_policy(retries: Retry | None) -> RetryPolicy | None:
-    """Istio's ``HTTPRetry`` → the model's; no ``retries`` means Istio's default (2 attempts)."""
+    """Istio's ``HTTPRetry`` → the model's, as Pilot builds Envoy's (``retry.ConvertPolicy``).
+
+    No ``retries``: Istio's default (``ISTIO_DEFAULT_RETRIES``). ``attempts: 0``: no retries.
+    ``attempts`` is Envoy's ``num_retries`` (retries after the first try). A ``retryOn`` replaces
+    the default conditions *and* status codes: its numbers are the retriable statuses (and turn
+    on ``retriable-status-codes``), the rest Envoy conditions; without ``retryOn`` the default
+    conditions and 503 stay. ``perTryTimeout`` is the per-try timeout; backoff (25 ms base, Envoy)
+    and the previous-hosts predicate are Istio's fixed choices.
+    """
     if retries is None:
         return ISTIO_DEFAULT_RETRIES
     if retries.attempts == 0:
         return None
-    codes = frozenset(int(part) for part in retries.retry_on if part.isdigit())
-    conditions = frozenset(part for part in retries.retry_on if not part.isdigit())
-    if codes:
-        conditions |= {"retriable-status-codes"}  # Istio: listing a status retries on it
-    return RetryPolicy(
-        retry_on=conditions or ISTIO_DEFAULT_RETRIES.retry_on,
+    conditions = ISTIO_DEFAULT_RETRIES.retry_on
+    codes = ISTIO_DEFAULT_RETRIES.retriable_status_codes
+    if retries.retry_on:
+        codes = frozenset(int(part) for part in retries.retry_on if part.isdigit())
+        conditions = frozenset(part for part in retries.retry_on if not part.isdigit())
+        if codes:
+            conditions |= {"retriable-status-codes"}
+    return replace(
+        ISTIO_DEFAULT_RETRIES,
+        retry_on=conditions,
         num_retries=retries.attempts,
         per_try_timeout_s=retries.per_try_timeout_s,
-        retriable_status_codes=codes or ISTIO_DEFAULT_RETRIES.retriable_status_codes,
+        retriable_status_codes=codes,
     )
 
 

@@ -93,7 +93,6 @@ class OutlierDetection:
     def unenforced_given(self) -> tuple[str, ...]:
         """Set fields the sidecar's model has no place for."""
         names = {
-            "minHealthPercent": self.min_health_percent,
             "splitExternalLocalOriginErrors": True if self.split_external_local_origin_errors else None,
             "consecutiveLocalOriginFailures": self.consecutive_local_origin_failures,
         }

@@ -14,7 +14,7 @@ NOW = "2026-01-01T00:00:00Z"
 
 
 def applied(*docs: dict[str, object], state: ConfigState | None = None) -> ConfigState:
-    plan = plan_apply(state or ConfigState(), [parse(d) for d in docs], NOW)  # type: ignore[arg-type]
+    plan = plan_apply(state or ConfigState(), [parse(d) for d in docs], NOW)
     return plan.state
 
 

@@ -13,6 +13,8 @@ import yaml
 
 from discovery.server import RegistryServer
 from mesh.control.server import ControlServer
+from mesh.model.policies import FaultDelay, FaultPolicy, MirrorPolicy
+from mesh.model.routing import select_route
 from mesh.model.snapshot import Snapshot
 from sidecar.sources.control_plane import ControlPlaneSource
 from sidecar.sources.defaults import SidecarSettings
@@ -164,7 +166,7 @@ async def test_a_nack_is_recorded_and_the_old_snapshot_stays(
 
 
 async def test_identical_snapshots_are_not_sent_again(
-    control: ControlServer, registry, registry_http: aiohttp.ClientSession, sidecars: Sidecars
+    control: ControlServer, registry: RegistryServer, registry_http: aiohttp.ClientSession, sidecars: Sidecars
 ) -> None:
     ((_, recorder),) = await sidecars(1)
     await put(control, SUBSETS)
@@ -275,3 +277,49 @@ async def test_bursts_of_changes_are_coalesced(
         pusher.service_changed("reviews")
     assert await pusher.settled(5.0)
     assert pusher.rounds == rounds + 1
+
+
+async def test_resilience_settings_reach_the_sidecar_in_its_snapshot(
+    control: ControlServer, registry_http: aiohttp.ClientSession, sidecars: Sidecars
+) -> None:
+    ((_, recorder),) = await sidecars(1)
+    rule = dr(
+        trafficPolicy={
+            "connectionPool": {"tcp": {"maxConnections": 5}, "http": {"http2MaxRequests": 50}},
+            "outlierDetection": {"consecutiveGatewayErrors": 2, "interval": "1s"},
+        },
+        subsets=[{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
+    )
+    route = vs(
+        http=[
+            {
+                "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+                "retries": {"attempts": 3, "perTryTimeout": "500ms", "retryOn": "5xx"},
+                "fault": {"delay": {"fixedDelay": "10ms", "percentage": {"value": 50}}},
+                "mirror": {"host": "reviews", "subset": "v2"},
+                "mirrorPercentage": {"value": 20},
+            }
+        ]
+    )
+    result = await put(control, rule, route)
+    assert result["warnings"] == []  # every setting above is enforced: nothing to warn about
+    v1 = "outbound||v1|reviews.default.svc.cluster.local"
+    v2 = "outbound||v2|reviews.default.svc.cluster.local"
+    await recorder.until(lambda: recorder.current is not None and v2 in recorder.current.clusters)
+    snapshot = recorder.current
+    assert snapshot is not None
+    selection = select_route(snapshot.route_tables["outbound"], "reviews", "GET", "/", "", {})
+    assert selection is not None
+    chosen = selection.route
+    assert chosen.retry_policy is not None
+    assert (chosen.retry_policy.num_retries, chosen.retry_policy.per_try_timeout_s) == (3, 0.5)
+    assert chosen.retry_policy.retry_on == {"5xx"}
+    assert chosen.fault == FaultPolicy(delay=FaultDelay(0.01, 50.0))
+    assert chosen.mirrors == (MirrorPolicy(v2, 20.0),)
+    assert [c.name for c in chosen.clusters] == [v1]
+    assert snapshot.clusters[v1].circuit_breakers.max_connections == 5
+    assert snapshot.clusters[v1].circuit_breakers.max_requests == 50
+    detection = snapshot.clusters[v1].outlier_detection
+    assert detection is not None
+    assert (detection.consecutive_gateway_errors, detection.interval_s) == (2, 1.0)
+    assert [e.port for e in snapshot.clusters[v2].endpoints] == [9082]

@@ -5,10 +5,28 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import replace
+from typing import Any
 
-from mesh.control.translate import Translation, cluster_name, route_origin, snapshot_digest, translate
+from mesh.control.translate import (
+    ISTIO_DEFAULT_RETRIES,
+    Translation,
+    cluster_name,
+    route_origin,
+    snapshot_digest,
+    translate,
+)
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.parse import parse_snapshot
+from mesh.model.policies import (
+    ISTIO_DEFAULT_RETRY_ON,
+    CircuitBreakers,
+    FaultAbort,
+    FaultDelay,
+    FaultPolicy,
+    MirrorPolicy,
+    Redirect,
+    RetryPolicy,
+)
 from mesh.model.routing import pick_weighted_cluster, select_route
 from mesh.model.snapshot import Cluster, Route
 from tests.mesh.control.helpers import instance, profile, reviews_catalog, rules
@@ -332,3 +350,208 @@ def test_istio_default_retries_and_disabling_them() -> None:
     chosen = route_for(t, "reviews")
     assert chosen is not None
     assert chosen.retry_policy is None
+
+
+# === resilience, field by field ===
+
+
+def one_route(**http: Any) -> Route:
+    """The route a GET / to reviews gets under a VirtualService with one HTTP route built from ``http``."""
+    body: dict[str, Any] = {"route": [{"destination": {"host": "reviews"}}], **http}
+    t = checked(translate(profile("reviews"), rules(SUBSETS, vs(http=[body])), reviews_catalog()))
+    chosen = route_for(t, "reviews")
+    assert chosen is not None
+    return chosen
+
+
+def retries(**spec: Any) -> RetryPolicy:
+    policy = one_route(retries=spec).retry_policy
+    assert policy is not None
+    return policy
+
+
+def test_retries_without_retry_on_keep_istios_conditions_and_503() -> None:
+    policy = retries(attempts=5, perTryTimeout="1.5s")
+    assert policy.num_retries == 5
+    assert policy.per_try_timeout_s == 1.5
+    assert policy.retry_on == ISTIO_DEFAULT_RETRY_ON
+    assert policy.retriable_status_codes == {503}
+    assert policy.retry_previous_hosts  # Istio's previous_hosts predicate
+    assert policy.retry_non_idempotent  # Envoy retries whatever the method
+    assert policy.base_interval_s == 0.025
+
+
+def test_retry_on_replaces_both_conditions_and_status_codes() -> None:
+    only_conditions = retries(attempts=1, retryOn="5xx,reset")
+    assert only_conditions.retry_on == {"5xx", "reset"}
+    assert only_conditions.retriable_status_codes == frozenset()
+    only_codes = retries(attempts=1, retryOn="502,504")
+    assert only_codes.retry_on == {"retriable-status-codes"}
+    assert only_codes.retriable_status_codes == {502, 504}
+    grpc = retries(attempts=1, retryOn="unavailable, retriable-status-codes ,409")
+    assert grpc.retry_on == {"unavailable", "retriable-status-codes"}
+    assert grpc.retriable_status_codes == {409}
+
+
+def test_default_retries_apply_to_routes_without_retries_but_not_to_redirects() -> None:
+    assert one_route().retry_policy == ISTIO_DEFAULT_RETRIES
+    assert ISTIO_DEFAULT_RETRIES.num_retries == 2
+    assert one_route(retries={"attempts": 0, "retryOn": "5xx"}).retry_policy is None
+    redirect = one_route(route=[], redirect={"uri": "/v2"})
+    assert redirect.retry_policy is None
+    assert redirect.clusters == ()
+
+
+def test_fault_delay_and_abort_each_with_their_percentage() -> None:
+    delay = one_route(fault={"delay": {"fixedDelay": "250ms", "percentage": {"value": 0.5}}}).fault
+    assert delay == FaultPolicy(delay=FaultDelay(0.25, 0.5))
+    abort = one_route(fault={"abort": {"httpStatus": 503, "percentage": {"value": 12.5}}}).fault
+    assert abort == FaultPolicy(abort=FaultAbort(503, 12.5))
+    legacy = one_route(fault={"abort": {"httpStatus": 500, "percent": 30}}).fault
+    assert legacy == FaultPolicy(abort=FaultAbort(500, 30.0))  # the deprecated integer percent
+    whole = one_route(fault={"delay": {"fixedDelay": "1s"}}).fault
+    assert whole == FaultPolicy(delay=FaultDelay(1.0, 100.0))  # no percentage: every request
+    assert one_route().fault is None
+
+
+def test_mirror_defaults_to_all_traffic_and_mirrors_keep_their_percentages() -> None:
+    single = one_route(mirror={"host": "reviews", "subset": "v2"})
+    assert single.mirrors == (MirrorPolicy(cluster_name(None, "v2", FQDN), 100.0),)
+    t = checked(
+        translate(
+            profile("reviews"),
+            rules(
+                SUBSETS,
+                vs(
+                    http=[
+                        {
+                            "route": [{"destination": {"host": "reviews", "subset": "v1"}}],
+                            "mirrors": [
+                                {"destination": {"host": "reviews", "subset": "v2"}, "percentage": {"value": 5}},
+                                {"destination": {"host": "reviews", "subset": "v3", "port": {"number": 9080}}},
+                            ],
+                        }
+                    ]
+                ),
+            ),
+            reviews_catalog(),
+        )
+    )
+    chosen = route_for(t, "reviews")
+    assert chosen is not None
+    assert chosen.mirrors == (
+        MirrorPolicy(cluster_name(None, "v2", FQDN), 5.0),
+        MirrorPolicy(cluster_name(9080, "v3", FQDN), 100.0),
+    )
+    assert addresses(cluster(t, "v2")) == ["10.0.0.2"]  # a mirror's cluster is built like a destination's
+    assert addresses(cluster(t, "v3", port=9080)) == ["10.0.0.3"]
+    legacy = one_route(mirror={"host": "reviews"}, mirrorPercent=40)
+    assert legacy.mirrors[0].percentage == 40.0
+
+
+def test_redirects_keep_what_is_not_given_and_default_to_301() -> None:
+    plain = one_route(route=[], redirect={"authority": "reviews-next"}).redirect
+    assert plain == Redirect(host="reviews-next", response_code=301)
+    https = one_route(
+        route=[], redirect={"scheme": "https", "derivePort": "FROM_PROTOCOL_DEFAULT", "redirectCode": 308}
+    ).redirect
+    assert https == Redirect(scheme="https", port=443, response_code=308)
+    same_port = one_route(route=[], redirect={"uri": "/b", "derivePort": "FROM_REQUEST_PORT"}).redirect
+    assert same_port == Redirect(path="/b")
+    assert one_route(route=[], redirect={"port": 8443}).redirect == Redirect(port=8443)
+
+
+def test_rewrites_become_prefix_and_host_rewrites() -> None:
+    t = checked(
+        translate(
+            profile("reviews"),
+            rules(
+                vs(
+                    http=[
+                        {
+                            "match": [{"uri": {"prefix": "/api/"}}],
+                            "rewrite": {"uri": "/", "authority": "reviews.internal:8080"},
+                            "route": [{"destination": {"host": "reviews"}}],
+                        }
+                    ]
+                )
+            ),
+            reviews_catalog(),
+        )
+    )
+    chosen = route_for(t, "reviews", "/api/books")
+    assert chosen is not None
+    assert (chosen.prefix_rewrite, chosen.host_rewrite) == ("/", "reviews.internal:8080")
+    assert one_route(rewrite={"authority": "other"}).prefix_rewrite is None
+
+
+POOL_AND_OUTLIER = dr(
+    trafficPolicy={
+        "connectionPool": {
+            "tcp": {"maxConnections": 10},
+            "http": {"http1MaxPendingRequests": 20, "http2MaxRequests": 30, "maxRetries": 4},
+        },
+        "outlierDetection": {
+            "consecutive5xxErrors": 0,
+            "consecutiveGatewayErrors": 3,
+            "interval": "2s",
+            "maxEjectionPercent": 50,
+            "minHealthPercent": 30,
+        },
+        "portLevelSettings": [{"port": {"number": 9080}, "connectionPool": {"tcp": {"maxConnections": 99}}}],
+    },
+    subsets=[
+        {"name": "v1", "labels": {"version": "v1"}},
+        {
+            "name": "v2",
+            "labels": {"version": "v2"},
+            "trafficPolicy": {"connectionPool": {"http": {"http2MaxRequests": 1}}},
+        },
+        {"name": "v3", "labels": {"version": "v3"}, "trafficPolicy": {"outlierDetection": {}}},
+    ],
+)
+
+
+def pool_clusters() -> Translation:
+    route = vs(
+        http=[
+            {
+                "route": [
+                    {"destination": {"host": "reviews", "subset": "v1"}, "weight": 40},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 30},
+                    {"destination": {"host": "reviews", "subset": "v3", "port": {"number": 9080}}, "weight": 30},
+                ]
+            }
+        ]
+    )
+    return checked(translate(profile("reviews"), rules(POOL_AND_OUTLIER, route), reviews_catalog()))
+
+
+def test_connection_pool_limits_become_circuit_breakers() -> None:
+    t = pool_clusters()
+    assert cluster(t, "v1").circuit_breakers == CircuitBreakers(10, 20, 30, 4)
+    unlimited = 2**32 - 1
+    # a subset's connectionPool replaces the host's whole (Istio merges trafficPolicy field by field)
+    assert cluster(t, "v2").circuit_breakers == CircuitBreakers(unlimited, unlimited, 1, unlimited)
+    # portLevelSettings for the destination's port override the host's connectionPool
+    assert cluster(t, "v3", port=9080).circuit_breakers == CircuitBreakers(99, unlimited, unlimited, unlimited)
+    bare = checked(translate(profile("reviews"), rules(), reviews_catalog()))
+    assert cluster(bare).circuit_breakers == CircuitBreakers(unlimited, unlimited, unlimited, unlimited)
+
+
+def test_outlier_detection_with_istio_defaults_and_min_health_percent() -> None:
+    t = pool_clusters()
+    v1 = cluster(t, "v1").outlier_detection
+    assert v1 is not None
+    assert (v1.consecutive_5xx, v1.consecutive_gateway_errors) == (0, 3)  # 0 turns the 5xx detector off
+    assert (v1.interval_s, v1.base_ejection_time_s, v1.max_ejection_percent) == (2.0, 30.0, 50.0)
+    assert v1.enforcing_success_rate == 0.0
+    assert cluster(t, "v1").lb.panic_threshold == 0.3  # minHealthPercent, as Pilot sets it
+    v3 = cluster(t, "v3", port=9080).outlier_detection  # the subset's empty outlierDetection: Istio's defaults
+    assert v3 is not None
+    assert (v3.consecutive_5xx, v3.consecutive_gateway_errors, v3.interval_s) == (5, 0, 10.0)
+    assert (v3.base_ejection_time_s, v3.max_ejection_time_s, v3.max_ejection_percent) == (30.0, 300.0, 10.0)
+    assert cluster(t, "v3", port=9080).lb.panic_threshold == 0.0  # minHealthPercent's default 0: no panic mode
+    bare = checked(translate(profile("reviews"), rules(), reviews_catalog()))
+    assert cluster(bare).outlier_detection is None
+    assert cluster(bare).lb.panic_threshold == 0.5  # Envoy's default when there is no outlier detection

@@ -164,6 +164,36 @@ def test_a_full_destination_rule_parses_and_overlays() -> None:
             "spec.trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
             "splitExternalLocalOriginErrors",
         ),
+        (
+            "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests",
+            -5,
+            "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests",
+            "",
+        ),
+        (
+            "spec.trafficPolicy.connectionPool.http.maxRetries",
+            "3",
+            "spec.trafficPolicy.connectionPool.http.maxRetries",
+            "integer",
+        ),
+        (
+            "spec.trafficPolicy.outlierDetection.minHealthPercent",
+            101,
+            "spec.trafficPolicy.outlierDetection.minHealthPercent",
+            "0..100",
+        ),
+        (
+            "spec.trafficPolicy.outlierDetection.baseEjectionTime",
+            "-1s",
+            "spec.trafficPolicy.outlierDetection.baseEjectionTime",
+            "",
+        ),
+        (
+            "spec.trafficPolicy.outlierDetection.consecutiveGatewayErrors",
+            -1,
+            "spec.trafficPolicy.outlierDetection.consecutiveGatewayErrors",
+            "",
+        ),
         ("spec.trafficPolicy.tls.mode", "STRICT", "spec.trafficPolicy.tls.mode", "one of"),
         (
             "spec.trafficPolicy.portLevelSettings",
