@@ -8,7 +8,10 @@ balancer of a request in flight, and there is no lock anywhere.
 
 What survives a swap: each cluster's ``LoadTracker`` (in-flight counts and latency estimates,
 keyed by cluster name; pruned to the new endpoint set), the metric objects (cumulative), and the
-upstream connection pools (keyed by endpoint address, owned by the server).
+upstream connection pools (keyed by endpoint address, owned by the server), and the resilience
+state (``sidecar.resilience.policy.Resilience``: breaker counts, outlier and health-check history,
+carried over by cluster name). Balancers see each cluster's *effective* endpoints: the ejected and
+actively-unhealthy ones marked unhealthy.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from types import MappingProxyType
 from lb import Affinity, Balancer, LoadTracker, build_balancer
 from mesh.model.snapshot import Cluster, HeaderToAdd, Listener, Route, RouteTable, Snapshot
 from sidecar.metrics import RequestStats, SidecarMetrics, UpstreamErrors
+from sidecar.resilience.metrics import ResilienceMetrics
+from sidecar.resilience.policy import ClusterResilience, Resilience, ResilienceConfig, RouteResilience
 
 ROUTE_CACHE_SIZE = 4096
 
@@ -39,10 +44,19 @@ class ClusterRuntime:
         "load",
         "max_connections",
         "name",
+        "resilience",
     )
 
-    def __init__(self, cluster: Cluster, balancer: Balancer, load: LoadTracker, errors: UpstreamErrors) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        balancer: Balancer,
+        load: LoadTracker,
+        errors: UpstreamErrors,
+        resilience: ClusterResilience,
+    ) -> None:
         self.cluster = cluster
+        self.resilience = resilience
         self.name = cluster.name
         self.balancer = balancer
         self.load = load
@@ -64,9 +78,12 @@ class RouteRuntime:
     """A route as one listener uses it: targets resolved, header edits as bytes, stats per cluster."""
 
     __slots__ = (
+        "host",
+        "mirrors",
         "name",
         "request_add",
         "request_remove",
+        "resilience",
         "response_add",
         "response_remove",
         "route",
@@ -77,9 +94,16 @@ class RouteRuntime:
     )
 
     def __init__(
-        self, route: Route, clusters: Mapping[str, ClusterRuntime], stats: Callable[[str], RequestStats]
+        self,
+        route: Route,
+        clusters: Mapping[str, ClusterRuntime],
+        stats: Callable[[str], RequestStats],
+        resilience: RouteResilience,
     ) -> None:
         self.route = route
+        self.resilience = resilience
+        self.host = None if route.host_rewrite is None else route.host_rewrite.encode("latin-1")  # Host upstream
+        self.mirrors = bool(route.mirrors)
         self.name = route.name
         self.timeout_s = route.timeout_s or 0.0
         self.targets = {t.name: clusters.get(t.name) for t in route.clusters}
@@ -87,6 +111,8 @@ class RouteRuntime:
         if len(route.clusters) == 1:
             self.single = self.targets[route.clusters[0].name]
         self.stats = {t.name: stats(t.name) for t in route.clusters}
+        if not route.clusters:
+            self.stats[""] = stats("")  # a redirect route's own answers
         add, replaced = encode_adds(route.request_headers_add)
         self.request_add = add
         self.request_remove = frozenset(n.encode("latin-1") for n in route.request_headers_remove) | replaced
@@ -112,6 +138,7 @@ class ListenerRuntime:
         cluster: ClusterRuntime | None,
         clusters: Mapping[str, ClusterRuntime],
         metrics: SidecarMetrics,
+        resilience: ResilienceConfig,
     ) -> None:
         self.listener = listener
         self.table = table
@@ -125,7 +152,7 @@ class ListenerRuntime:
             for vhost in table.virtual_hosts:
                 for route in vhost.routes:
                     self.routes[id(route)] = RouteRuntime(
-                        route, clusters, _stats_for(metrics, listener.name, route.name)
+                        route, clusters, _stats_for(metrics, listener.name, route.name), resilience.routes[id(route)]
                     )
                     if route.match.headers:
                         self.needs_headers = True
@@ -146,9 +173,9 @@ def _stats_for(metrics: SidecarMetrics, listener: str, route: str) -> Callable[[
 
 
 class ActiveConfig:
-    """A snapshot ready to serve: clusters, per-listener runtimes, and the build's time."""
+    """A snapshot ready to serve: clusters, per-listener runtimes, resilience objects, the build's time."""
 
-    __slots__ = ("built_at", "clusters", "listeners", "snapshot", "version")
+    __slots__ = ("built_at", "clusters", "listeners", "resilience", "snapshot", "version")
 
     def __init__(
         self,
@@ -156,8 +183,10 @@ class ActiveConfig:
         clusters: Mapping[str, ClusterRuntime],
         listeners: Mapping[str, ListenerRuntime],
         built_at: float,
+        resilience: ResilienceConfig,
     ) -> None:
         self.snapshot = snapshot
+        self.resilience = resilience
         self.version = snapshot.version
         self.clusters = clusters
         self.listeners = listeners
@@ -171,26 +200,47 @@ def build_active(
     *,
     rng: random.Random,
     clock: Callable[[], float] = time.monotonic,
+    resilience: Resilience | None = None,
 ) -> ActiveConfig:
     """Everything requests read, built from ``snapshot``; load trackers carried over by cluster name.
 
+    ``resilience``: the sidecar's long-lived resilience state (a private one when None, for tools
+    and tests that build configs alone). The caller calls ``resilience.activate`` after the swap.
     Raises ``ValueError`` when a balancer cannot be built (the source NACKs and the old config stays).
     """
+    if resilience is None:
+        resilience = Resilience(ResilienceMetrics(), _ignore_change, clock=clock, rng=rng)
+    res_config = resilience.build(snapshot)
     clusters: dict[str, ClusterRuntime] = {}
     for name, cluster in snapshot.clusters.items():
         load = previous.clusters[name].load if previous is not None and name in previous.clusters else None
         if load is None:
             load = LoadTracker(clock)
-        balancer = build_balancer(cluster.lb, cluster.endpoints, load=load, rng=rng, clock=clock)
+        cluster_res = res_config.clusters[name]
+        endpoints = cluster_res.effective_endpoints(cluster.endpoints)
+        balancer = build_balancer(cluster.lb, endpoints, load=load, rng=rng, clock=clock)
         load.prune({e.key for e in cluster.endpoints})
-        clusters[name] = ClusterRuntime(cluster, balancer, load, metrics.upstream_errors(name))
+        clusters[name] = ClusterRuntime(cluster, balancer, load, metrics.upstream_errors(name), cluster_res)
     frozen_clusters = MappingProxyType(clusters)
     listeners: dict[str, ListenerRuntime] = {}
     for listener in snapshot.listeners:
         table = snapshot.route_tables.get(listener.route_table) if listener.protocol == "http" else None
         cluster_rt = clusters.get(listener.cluster) if listener.protocol == "tcp" else None
-        listeners[listener.name] = ListenerRuntime(listener, table, cluster_rt, frozen_clusters, metrics)
-    return ActiveConfig(snapshot, frozen_clusters, MappingProxyType(listeners), clock())
+        listeners[listener.name] = ListenerRuntime(listener, table, cluster_rt, frozen_clusters, metrics, res_config)
+    return ActiveConfig(snapshot, frozen_clusters, MappingProxyType(listeners), clock(), res_config)
+
+
+def rebuild_balancer(runtime: ClusterRuntime, *, rng: random.Random, clock: Callable[[], float]) -> None:
+    """After an ejection or health change: a new balancer over the cluster's effective endpoints,
+    with the same load tracker, swapped in by one reference assignment (a request in flight keeps
+    the balancer it already read; neither balancer is ever mutated)."""
+    cluster = runtime.cluster
+    endpoints = runtime.resilience.effective_endpoints(cluster.endpoints)
+    runtime.balancer = build_balancer(cluster.lb, endpoints, load=runtime.load, rng=rng, clock=clock)
+
+
+def _ignore_change(name: str) -> None:
+    """A private ``Resilience`` (no server behind it) has no balancers to rebuild."""
 
 
 class ConfigHolder:

@@ -29,11 +29,13 @@ from discovery.runtime.http import start_site
 from discovery.server import split_host_port
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.snapshot import Listener, Snapshot
-from sidecar.active import ActiveConfig, ConfigHolder, build_active, empty_snapshot
+from sidecar.active import ActiveConfig, ConfigHolder, build_active, empty_snapshot, rebuild_balancer
 from sidecar.admin import admin_app
 from sidecar.http1.listener import HttpContext, HttpListener, HttpSettings
 from sidecar.http1.upstream_pool import UpstreamPools
 from sidecar.metrics import SidecarMetrics
+from sidecar.resilience.metrics import ResilienceMetrics
+from sidecar.resilience.policy import Resilience
 from sidecar.sources.base import APPLIED, ApplyResult, ConfigSource
 from sidecar.tcp.listener import TcpContext, TcpListener
 
@@ -100,9 +102,13 @@ class SidecarServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.metrics)
         self._rng = random.Random()
+        self.resilience = Resilience(ResilienceMetrics(), self._on_cluster_change, rng=self._rng)
+        self.registry.register(self.resilience.metrics)
         self.pools = UpstreamPools(config.http.limits, time.monotonic)
         self.metrics.attach_pools(self.pools)
-        self.holder = ConfigHolder(build_active(empty_snapshot(), None, self.metrics, rng=self._rng))
+        self.holder = ConfigHolder(
+            build_active(empty_snapshot(), None, self.metrics, rng=self._rng, resilience=self.resilience)
+        )
         self._demand = demand
         self._listeners: dict[tuple[str, str, str, int], Listening] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -117,6 +123,7 @@ class SidecarServer:
     # === lifecycle ===
 
     async def start(self) -> None:
+        self.resilience.start()
         if not self.config.serve_admin:
             return
         app = admin_app(self, self.registry)
@@ -141,6 +148,7 @@ class SidecarServer:
             await listening.close()
         self._listeners.clear()
         await self.pools.close()
+        await self.resilience.close()
         if self._admin is not None:
             await self._admin.cleanup()
             self._admin = None
@@ -177,7 +185,7 @@ class SidecarServer:
         if self.applied and snapshot.version == previous.version and snapshot == previous.snapshot:
             return APPLIED
         try:
-            active = build_active(snapshot, previous, self.metrics, rng=self._rng)
+            active = build_active(snapshot, previous, self.metrics, rng=self._rng, resilience=self.resilience)
         except (ValueError, KeyError) as exc:
             return self._reject(snapshot, f"invalid config: {exc}")
         wanted = {listener_identity(listener): listener for listener in snapshot.listeners}
@@ -197,6 +205,7 @@ class SidecarServer:
                     )
                 added[identity] = self._make_listener(listener)
         self.holder.swap(active)  # the atomic step
+        self.resilience.activate(active.resilience)
         removed = [self._listeners.pop(identity) for identity in list(self._listeners) if identity not in wanted]
         for identity, listening in added.items():
             self._listeners[identity] = listening
@@ -213,6 +222,12 @@ class SidecarServer:
             extra={"version": snapshot.version, "listeners_added": len(added), "listeners_removed": len(removed)},
         )
         return APPLIED
+
+    def _on_cluster_change(self, name: str) -> None:
+        """An endpoint of ``name`` was ejected or returned, or changed health: rebuild its balancer."""
+        runtime = self.holder.current.clusters.get(name)
+        if runtime is not None:
+            rebuild_balancer(runtime, rng=self._rng, clock=time.monotonic)
 
     def _reject(self, snapshot: Snapshot, error: str) -> ApplyResult:
         self.last_rejected = Rejection(snapshot.version, error)
@@ -231,6 +246,7 @@ class SidecarServer:
             self.metrics.listener_stats(listener.name),
             rng=self._rng,
             demand=self._demand if listener.direction == "outbound" else None,
+            resilience=self.resilience,
         )
         return HttpListener(context, listener.host, listener.port, reuse_port=self.config.reuse_port)
 
@@ -281,12 +297,16 @@ class SidecarServer:
 
     def clusters_view(self) -> dict[str, Any]:
         active = self.holder.current
+        resilience = self.resilience.admin_view()
         out: list[dict[str, Any]] = []
         for name, runtime in active.clusters.items():
             cluster = runtime.cluster
             balancer = runtime.balancer
+            res_view = resilience.get(name, {})
+            res_endpoints = res_view.get("endpoints", {})
             endpoints = []
             for endpoint in cluster.endpoints:
+                res_endpoint = res_endpoints.get(endpoint.key, {})
                 pool = self.pools.pools.get((endpoint.host, endpoint.port))
                 endpoints.append(
                     {
@@ -295,7 +315,9 @@ class SidecarServer:
                         "healthy": endpoint.healthy,
                         "weight": endpoint.weight,
                         "active_requests": runtime.load.active(endpoint.key),
-                        "outlier": "none",
+                        "available": res_endpoint.get("available", True),
+                        "outlier": res_endpoint.get("outlier"),
+                        "health_check": res_endpoint.get("health_check"),
                         "pool": {
                             "active": pool.active if pool is not None else 0,
                             "idle": len(pool.idle) if pool is not None else 0,
@@ -309,6 +331,7 @@ class SidecarServer:
                     "policy": cluster.lb.kind,
                     "in_panic": balancer.in_panic,
                     "healthy_endpoints": sum(1 for e in cluster.endpoints if e.healthy),
+                    "circuit_breakers": res_view.get("circuit_breakers"),
                     "endpoints": endpoints,
                 }
             )

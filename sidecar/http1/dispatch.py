@@ -7,7 +7,8 @@ tests call it with hand-built snapshots.
 Answers the proxy gives itself, with Envoy's wording where Envoy has one:
 - no virtual host or route matches → 404 (registry mode first asks the source about the Host);
 - the route names a cluster the snapshot lacks → 503 ``cluster not found``;
-- the cluster has no endpoint to pick → 503 ``no healthy upstream``.
+- the cluster has no endpoint to pick → 503 ``no healthy upstream``;
+- a redirect route → its redirect (``Redirect``), decided before any cluster pick (it has none).
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ class Forward:
         self.stats = stats
         self.target = target  # the request target for the upstream (after prefix_rewrite)
         self.set_cookie = set_cookie  # a Set-Cookie value for cookie affinity, when one is generated
+
+
+class Redirect:
+    """Answer with ``status`` and a ``Location`` header (a route with ``redirect``)."""
+
+    __slots__ = ("location", "route", "stats", "status")
+
+    def __init__(self, route: RouteRuntime, status: int, location: str, stats: RequestStats) -> None:
+        self.route = route
+        self.status = status
+        self.location = location
+        self.stats = stats
 
 
 class Reject:
@@ -93,7 +106,9 @@ def find_route(runtime: ListenerRuntime, head: RequestHead, headers: Mapping[str
     return found
 
 
-def decide(runtime: ListenerRuntime, head: RequestHead, client_ip: str, rng: random.Random) -> Forward | Reject:
+def decide(
+    runtime: ListenerRuntime, head: RequestHead, client_ip: str, rng: random.Random
+) -> Forward | Reject | Redirect:
     """Route, cluster and endpoint for one request under one active config."""
     headers = head.headers_str() if runtime.needs_headers else None
     route = find_route(runtime, head, headers)
@@ -103,6 +118,11 @@ def decide(runtime: ListenerRuntime, head: RequestHead, client_ip: str, rng: ran
         return Reject(404, f"no route for host {head.host.decode('latin-1')!r}", runtime.no_route, unknown_host=True)
     cluster = route.single
     if cluster is None:
+        if route.route.redirect is not None:
+            status, location = route.resilience.redirect(
+                scheme="http", authority=head.host.decode("latin-1"), path=head.path, query=head.query
+            )
+            return Redirect(route, status, location, route.stats[""])
         name = pick_weighted_cluster(route.route, rng) if len(route.targets) > 1 else next(iter(route.targets))
         stats = route.stats[name]
         cluster = route.targets.get(name)

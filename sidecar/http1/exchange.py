@@ -13,7 +13,16 @@ Rules:
   timeout → 504, an invalid upstream response → 502; no endpoint → 503 (``dispatch``). After the
   response head has gone out, a failure can only cut the client connection.
 - A request on a reused connection that fails before any response byte (the upstream closed it
-  while idle) and has no body is retried once on a fresh connection, as HTTP clients do.
+  while idle) and has no body is retried once on a fresh connection, as HTTP clients do (the
+  endpoint is not blamed for it).
+- Resilience (``sidecar.resilience.policy``'s call contract): the route's fault first (a delay
+  by ``call_later``, an abort as a local answer), a redirect route's answer, the cluster breaker's
+  ``max_requests`` (an ``Overflow`` 503 with ``x-mesh-overflow``), then attempts: each attempt's
+  outcome goes to ``RequestPlan.on_attempt_result`` (outlier detection and the retry decision)
+  before any response byte reaches the client; a retry drops the upstream connection, waits its
+  backoff, picks another endpoint and replays the head and the buffered body. A per-try timeout
+  arms its own timer (the listener sweep is too coarse for it); routes without one pay nothing.
+  Mirrors get their copy once the request body is complete (fire-and-forget).
 - The upstream connection goes back to the pool only if both messages ended cleanly and the
   upstream allows keep-alive; the client connection stays open only if the request was read to
   its end and both sides allow keep-alive.
@@ -23,17 +32,25 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from lb import Endpoint
+from lb import NO_HINTS, Endpoint, PickContext
 from sidecar.active import ActiveConfig, ClusterRuntime, RouteRuntime
-from sidecar.http1.dispatch import Forward, Reject, decide
+from sidecar.http1.dispatch import Forward, Redirect, Reject, decide
 from sidecar.http1.framing import Body, HttpError, RequestHead, ResponseHead, UpstreamProtocolError, response_head
 from sidecar.http1.upstream import UpstreamConnection
+from sidecar.http1.upstream_pool import release_pending_slot
 from sidecar.http1.wire import chunk, error_response, interim_bytes, last_chunk, request_head_bytes, response_head_bytes
 from sidecar.metrics import RequestStats
+from sidecar.resilience.circuit_breaker import MAX_PENDING, CircuitBreaker
+from sidecar.resilience.fault import ABORT_MESSAGE
+from sidecar.resilience.mirror import MIRROR_BODY_LIMIT
+from sidecar.resilience.policy import Overflow, RequestPlan
+from sidecar.resilience.retry import CONNECT_FAILURE, PER_TRY_TIMEOUT, RESET, AttemptResult
+from sidecar.resilience.timeouts import NO_DEADLINE, TIMEOUT_MESSAGE
 from sidecar.tcp.relay import Relay
 
 if TYPE_CHECKING:
@@ -57,9 +74,14 @@ class Exchange:
         "done",
         "endpoint",
         "head",
+        "mirror_body",
+        "mirror_size",
+        "mirrors",
         "out",
         "pending",
+        "pending_on",
         "pending_size",
+        "plan",
         "response",
         "response_started",
         "retried",
@@ -70,6 +92,7 @@ class Exchange:
         "stats",
         "status",
         "target",
+        "timer",
         "trailers",
         "up_read_paused",
         "upstream",
@@ -102,6 +125,12 @@ class Exchange:
         self.up_read_paused = False
         self.wants_upstream = False
         self.done = False
+        self.plan: RequestPlan | None = None
+        self.pending_on: CircuitBreaker | None = None  # a breaker's pending slot while queued at the pool
+        self.timer: asyncio.TimerHandle | None = None  # a fault delay, a retry backoff or a per-try timeout
+        self.mirrors: tuple[str, ...] = ()
+        self.mirror_body: list[bytes] | None = None
+        self.mirror_size = 0
 
     # === start ===
 
@@ -121,16 +150,59 @@ class Exchange:
                 return
             self.respond_local(choice.status, choice.message, choice.stats)
             return
+        self._route(choice)
+
+    def _route(self, choice: Forward | Redirect) -> None:
+        """The route is known: its fault (delay, then abort) comes before anything else."""
+        route_res = choice.route.resilience
+        if route_res.fault_policy is not None:
+            fault = route_res.fault(self.conn.context.rng)
+            if fault.delay_s:
+                self.timer = asyncio.get_running_loop().call_later(
+                    fault.delay_s, self._after_fault_delay, choice, fault.abort_status
+                )
+                return
+            if fault.abort_status:
+                self.respond_local(fault.abort_status, ABORT_MESSAGE, choice.stats)
+                return
+        self._dispatch(choice)
+
+    def _after_fault_delay(self, choice: Forward | Redirect, abort_status: int) -> None:
+        self.timer = None
+        if self.done:
+            return  # the client left during the delay
+        if abort_status:
+            self.respond_local(abort_status, ABORT_MESSAGE, choice.stats)
+        else:
+            self._dispatch(choice)
+
+    def _dispatch(self, choice: Forward | Redirect) -> None:
+        if isinstance(choice, Redirect):
+            self.respond_local(choice.status, choice.location, choice.stats, (("Location", choice.location),))
+            return
         self._forward(choice)
 
     def _forward(self, choice: Forward) -> None:
-        self.route = choice.route
+        route = self.route = choice.route
         cluster = self.cluster = choice.cluster
-        endpoint = self.endpoint = choice.endpoint
         self.stats = choice.stats
+        method = self.head.method
+        plan = route.resilience.begin(
+            cluster.resilience, _METHOD_NAMES.get(method) or method.decode("latin-1"), _monotonic()
+        )
+        if isinstance(plan, Overflow):
+            self.respond_local(plan.status, plan.body, choice.stats, plan.headers)
+            return
+        self.plan = plan
+        endpoint = self.endpoint = choice.endpoint
         self.target = choice.target
         self.set_cookie = choice.set_cookie
         cluster.load.start(endpoint.key)
+        plan.attempt_started(endpoint.key, self.started)
+        if route.mirrors:
+            self._start_mirrors(route)
+        if self.body_done:
+            self._request_complete()
         self._acquire()
 
     async def _demand_then_retry(self, reject: Reject) -> None:
@@ -139,7 +211,7 @@ class Exchange:
         context = conn.context
         host = self.head.host.decode("latin-1")
         assert context.demand is not None
-        choice: Forward | Reject = reject
+        choice: Forward | Reject | Redirect = reject
         try:
             if await context.demand(host):
                 active = self.active = context.config.current
@@ -157,7 +229,7 @@ class Exchange:
                 message = f"unknown service {host!r}: no such service in the registry"
             self.respond_local(choice.status, message, choice.stats)
         else:
-            self._forward(choice)
+            self._route(choice)
 
     def _acquire(self) -> None:
         cluster = self.cluster
@@ -174,10 +246,12 @@ class Exchange:
                 self.on_upstream_ready(up, True)
                 return
         self.wants_upstream = True
-        ready = pools.acquire(pool, self, cluster.connect_timeout_s, cluster.max_connections)
+        ready = pools.acquire(
+            pool, self, cluster.connect_timeout_s, cluster.max_connections, cluster.resilience.breaker
+        )
         if ready is not None:
             self.on_upstream_ready(ready, True)
-        elif self.body_done:
+        elif self.body_done and not self.done:
             self._arm_deadline()
 
     # === pool callbacks ===
@@ -198,7 +272,7 @@ class Exchange:
         assert route is not None
         data = request_head_bytes(
             head,
-            head.host,
+            head.host if route.host is None else route.host,
             self.target,
             route.request_add,
             forwarded,
@@ -207,6 +281,12 @@ class Exchange:
         )
         transport = up.transport
         assert transport is not None
+        plan = self.plan
+        assert plan is not None
+        if plan.retries and head.body != Body.NONE:
+            replay = plan.replay_body()  # what earlier attempts already sent
+            if replay:
+                data += chunk(replay) if head.body == Body.CHUNKED else replay
         pending = self.pending
         if pending:
             self.pending = None
@@ -214,6 +294,7 @@ class Exchange:
             chunked = head.body == Body.CHUNKED
             parts = [data]
             for piece in pending:
+                plan.keep_body(piece)
                 parts.append(chunk(piece) if chunked else piece)
             data = b"".join(parts)
             conn.resume_for(PAUSE_BUFFER)
@@ -227,20 +308,34 @@ class Exchange:
         if self.body_done:
             self._arm_deadline()
 
+    def on_pending_overflow(self) -> None:
+        """The cluster's ``max_pending_requests`` are already waiting: the breaker's fast 503."""
+        self.wants_upstream = False
+        plan = self.plan
+        assert plan is not None
+        overflow = plan.overflow(MAX_PENDING)
+        self.respond_local(overflow.status, overflow.body, self.stats, overflow.headers)
+
     def on_upstream_failed(self, kind: str, message: str) -> None:
         self.wants_upstream = False
-        self._fail(502, message, kind)
+        if not self.done:
+            self._attempt_failed(_CONNECT_FAILED, 502, message, kind)
 
     # === request body from the client ===
 
     def on_request_body(self, data: bytes) -> None:
         if self.done:
             return  # a local answer was sent; the rest of the body is read and dropped
+        if self.mirror_body is not None:
+            self._mirror_piece(data)
         up = self.upstream
         if up is not None:
             transport = up.transport
             assert transport is not None
             transport.write(chunk(data) if self.head.body == Body.CHUNKED else data)
+            plan = self.plan
+            if plan is not None:
+                plan.keep_body(data)
             return
         if self.pending is None:
             self.pending = []
@@ -253,6 +348,9 @@ class Exchange:
         self.body_done = True
         if self.done:
             return
+        self.trailers = trailers  # kept for a retry's replay
+        if self.plan is not None:
+            self._request_complete()
         up = self.upstream
         if up is not None:
             if self.head.body == Body.CHUNKED:
@@ -260,15 +358,46 @@ class Exchange:
                 assert transport is not None
                 transport.write(last_chunk(trailers or ()))
             self._arm_deadline()
-        else:
-            self.trailers = trailers
-            if self.wants_upstream:
-                self._arm_deadline()
+        elif self.wants_upstream:
+            self._arm_deadline()
+
+    def _request_complete(self) -> None:
+        """The whole request is in: the route timeout (and per-try timeout) start, mirrors leave."""
+        plan = self.plan
+        assert plan is not None
+        plan.request_complete(_monotonic())
+        if plan.policy is not None and plan.policy.per_try_timeout_s:
+            self._arm_try_timer()
+        if self.mirror_body is not None:
+            self._send_mirrors()
 
     def _arm_deadline(self) -> None:
-        route = self.route
-        if route is not None and route.timeout_s > 0 and self.deadline == 0.0:
-            self.deadline = _monotonic() + route.timeout_s
+        plan = self.plan
+        if plan is not None and self.deadline == 0.0:
+            deadline = plan.route_deadline
+            if deadline != NO_DEADLINE:
+                self.deadline = deadline  # checked by the listener's sweep
+
+    def _arm_try_timer(self) -> None:
+        """A timer at the current attempt's per-try deadline (only routes with a per-try timeout)."""
+        plan = self.plan
+        assert plan is not None
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        deadline = plan.deadline()
+        if deadline < plan.route_deadline:  # else the route timeout (listener sweep) comes first
+            self.timer = asyncio.get_running_loop().call_later(deadline - _monotonic(), self._on_try_timeout)
+
+    def _on_try_timeout(self) -> None:
+        self.timer = None
+        if self.done or self.response_started:
+            return
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.errors.add("timeout")
+        self._attempt_failed(_PER_TRY_TIMED_OUT, 504, TIMEOUT_MESSAGE, None)
 
     # === response from the upstream (ResponseSink) ===
 
@@ -282,6 +411,18 @@ class Exchange:
         """The final response head; returns whether the body is relayed raw (see ``framing``)."""
         if self.done:
             return False
+        plan = self.plan
+        if plan is not None and (plan.policy is not None or plan.cluster.outlier is not None):
+            overloaded = status == 503 and _overloaded(fields)
+            result = AttemptResult(status, None, None, overloaded) if overloaded else _result_for(status)
+            verdict = plan.on_attempt_result(result, _monotonic(), self.conn.context.rng)
+            if verdict.retry:
+                self._retry(verdict.delay_s)
+                return False  # the rest of this response is parsed and dropped (response stays None)
+        timer = self.timer
+        if timer is not None:  # the per-try timeout ends with the response head
+            timer.cancel()
+            self.timer = None
         head = self.head
         upgrade = status == 101
         if upgrade and head.upgrade is None:
@@ -309,11 +450,11 @@ class Exchange:
         return response.raw_body and not upgrade
 
     def on_response_raw(self, data: bytes) -> None:
-        if not self.done:
+        if not self.done and self.response is not None:
             self.out.append(data)
 
     def on_response_body(self, data: bytes) -> None:
-        if not self.done:
+        if not self.done and self.response is not None:
             self.out.append(data)  # decoded body to an HTTP/1.0 client: close-delimited
 
     def flush_out(self) -> None:
@@ -344,7 +485,10 @@ class Exchange:
 
     def on_upstream_error(self, exc: Exception) -> None:
         log.debug("invalid upstream response", extra={"error": str(exc)})
-        self._fail(502, f"upstream protocol error: {exc}", "protocol")
+        if self.response_started or self.done:
+            self._fail(502, f"upstream protocol error: {exc}", "protocol")
+        else:
+            self._attempt_failed(_RESET, 502, f"upstream protocol error: {exc}", "protocol")
 
     def on_upstream_lost(self, exc: Exception | None) -> None:
         if self.done:
@@ -369,7 +513,11 @@ class Exchange:
             self.conn.context.pools.discard(up)
             self._acquire()
             return
-        self._fail(502, "upstream connect error or disconnect/reset before headers", "reset")
+        message = "upstream connect error or disconnect/reset before headers"
+        if self.response_started:
+            self._fail(502, message, "reset")
+        else:
+            self._attempt_failed(_RESET, 502, message, "reset")
 
     def on_upstream_write_paused(self) -> None:
         self.conn.pause_for(PAUSE_UPSTREAM)
@@ -393,12 +541,123 @@ class Exchange:
                 up.transport.resume_reading()
 
     def on_timeout(self) -> None:
-        """The route timeout passed (called by the listener's sweep)."""
+        """The route timeout passed (called by the listener's sweep): 504, never retried."""
         if not self.done:
             cluster = self.cluster
             if cluster is not None:
                 cluster.errors.add("timeout")
-            self._fail(504, "upstream request timeout", None)
+            plan = self.plan
+            if plan is not None:
+                plan.on_route_timeout()
+            self._fail(504, TIMEOUT_MESSAGE, None)
+
+    # === attempts and retries ===
+
+    def _attempt_failed(self, result: AttemptResult, status: int, message: str, kind: str | None) -> None:
+        """An attempt ended without a response head: retry it, or answer ``status``."""
+        plan = self.plan
+        if plan is not None:
+            verdict = plan.on_attempt_result(result, _monotonic(), self.conn.context.rng)
+            if verdict.retry:
+                if kind is not None and self.cluster is not None:
+                    self.cluster.errors.add(kind)
+                self._retry(verdict.delay_s)
+                return
+        self._fail(status, message, kind)
+
+    def _retry(self, delay_s: float) -> None:
+        """Drop this attempt's connection; after ``delay_s`` try another endpoint."""
+        self.wants_upstream = False
+        if self.pending_on is not None:
+            release_pending_slot(self)
+        self._release_upstream(False)
+        if self.up_read_paused:
+            self.up_read_paused = False
+        self.conn.resume_for(PAUSE_UPSTREAM)
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+        cluster = self.cluster
+        endpoint = self.endpoint
+        if cluster is not None and endpoint is not None:
+            cluster.load.finish(endpoint.key, _monotonic() - self.started, False)
+        self.endpoint = None
+        self.timer = asyncio.get_running_loop().call_later(delay_s, self._next_attempt)
+
+    def _next_attempt(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        plan = self.plan
+        cluster = self.cluster
+        assert plan is not None
+        assert cluster is not None
+        now = _monotonic()
+        attempt = plan.next_attempt(now)
+        balancer = cluster.balancer  # re-read: an ejection may have rebuilt it since the first pick
+        endpoint = balancer.pick(PickContext(exclude=attempt.exclude) if attempt.exclude else NO_HINTS)
+        if endpoint is None:
+            self._fail(503, "no healthy upstream", None)
+            return
+        self.endpoint = endpoint
+        cluster.load.start(endpoint.key)
+        plan.attempt_started(endpoint.key, now)
+        self.reused = False
+        self.response = None
+        if plan.policy is not None and plan.policy.per_try_timeout_s:
+            self._arm_try_timer()
+        self._acquire()
+
+    # === mirrors ===
+
+    def _start_mirrors(self, route: RouteRuntime) -> None:
+        if self.conn.context.resilience is None:
+            return
+        targets = route.resilience.mirror_targets(self.conn.context.rng)
+        if targets:
+            self.mirrors = targets
+            self.mirror_body = []
+            for piece in self.pending or ():  # body that arrived before the exchange started
+                if self.mirror_body is not None:
+                    self._mirror_piece(piece)
+
+    def _mirror_piece(self, data: bytes) -> None:
+        body = self.mirror_body
+        assert body is not None
+        self.mirror_size += len(data)
+        if self.mirror_size > MIRROR_BODY_LIMIT:
+            self._drop_mirrors()
+        else:
+            body.append(data)
+
+    def _send_mirrors(self) -> None:
+        """The request is complete: one fire-and-forget copy per shadow cluster."""
+        body = self.mirror_body
+        targets, self.mirrors, self.mirror_body = self.mirrors, (), None
+        active = self.active
+        assert active is not None
+        assert body is not None
+        resilience = self.conn.context.resilience
+        assert resilience is not None
+        head = self.head
+        route = self.route
+        assert route is not None
+        host = (head.host if route.host is None else route.host).decode("latin-1")
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in head.headers]
+        payload = b"".join(body)
+        for target in targets:
+            runtime = active.clusters.get(target)
+            endpoint = runtime.balancer.pick(NO_HINTS) if runtime is not None else None
+            resilience.send_mirror(
+                target, endpoint, head.method.decode("latin-1"), self.target.decode("latin-1"), host, headers, payload
+            )
+
+    def _drop_mirrors(self) -> None:
+        targets, self.mirrors, self.mirror_body = self.mirrors, (), None
+        resilience = self.conn.context.resilience
+        if resilience is not None:
+            for target in targets:
+                resilience.drop_mirror(target)
 
     def on_request_broken(self, exc: HttpError) -> None:
         """The rest of the request body was malformed: nothing more will come."""
@@ -411,11 +670,19 @@ class Exchange:
         self.done = True
         self.wants_upstream = False
         self._release_upstream(False)
+        if self.mirror_body is not None:
+            self._drop_mirrors()
         self._record(CLIENT_CLOSED, ok=False)
 
     # === endings ===
 
-    def respond_local(self, status: int, message: str, stats: RequestStats | None) -> None:
+    def respond_local(
+        self,
+        status: int,
+        message: str,
+        stats: RequestStats | None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         """Answer from the proxy itself (no upstream involved)."""
         self.stats = stats
         self.status = status
@@ -432,6 +699,7 @@ class Exchange:
                     close=not keep_alive,
                     request_id=head.request_id,
                     head_request=head.method == b"HEAD",
+                    headers=headers,
                 )
             )
         self._record(status, ok=status < 500)
@@ -499,6 +767,21 @@ class Exchange:
             pools.discard(up)
 
     def _record(self, status: int, ok: bool) -> None:
+        """The exchange is over, however it ended (called exactly once)."""
+        if self.pending_on is not None:  # gave up while queued for a connection
+            release_pending_slot(self)
+        plan = self.plan
+        if plan is not None:
+            plan.finish()
+            timer = self.timer
+            if timer is not None:
+                timer.cancel()
+                self.timer = None
+            if self.mirror_body is not None:
+                self._drop_mirrors()
+        elif self.timer is not None:  # a fault delay the exchange did not outlive
+            self.timer.cancel()
+            self.timer = None
         elapsed = _monotonic() - self.started
         stats = self.stats
         if stats is not None:
@@ -536,6 +819,25 @@ class Exchange:
             up.transport.resume_reading()
         conn.become_tunnel(self, relay)
 
+
+def _overloaded(fields: bytes) -> bool:
+    """The 503 carries the next hop's overflow mark (never retried into a tripped breaker)."""
+    lowered = fields.lower()
+    return b"x-mesh-overflow" in lowered or b"x-envoy-overloaded" in lowered
+
+
+_RESULTS = {status: AttemptResult(status) for status in range(100, 600)}  # no allocation per response
+
+
+def _result_for(status: int) -> AttemptResult:
+    return _RESULTS.get(status) or AttemptResult(status)
+
+
+_METHOD_NAMES = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+
+_CONNECT_FAILED = AttemptResult(failure=CONNECT_FAILURE)
+_RESET = AttemptResult(failure=RESET)
+_PER_TRY_TIMED_OUT = AttemptResult(failure=PER_TRY_TIMEOUT)
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})  # RFC 9110 §9.2.2
 

@@ -22,6 +22,7 @@ from sidecar.http1.reader import HeadLimits
 from sidecar.http1.upstream_pool import UpstreamPools
 from sidecar.http1.wire import RequestIds
 from sidecar.metrics import ListenerStats
+from sidecar.resilience.policy import Resilience
 from sidecar.tcp.relay import Relay
 
 log = logging.getLogger("sidecar.http1")
@@ -52,8 +53,10 @@ class HttpContext:
         *,
         rng: random.Random,
         demand: Callable[[str], Awaitable[bool]] | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         self.name = name
+        self.resilience = resilience  # sends mirror copies (None: mirrors are not sent)
         self.config = config
         self.pools = pools
         self.settings = settings

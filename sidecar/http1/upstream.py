@@ -16,6 +16,7 @@ from sidecar.http1.reader import HeadLimits, ResponseReader
 
 if TYPE_CHECKING:
     from sidecar.http1.upstream_pool import EndpointPool
+    from sidecar.resilience.circuit_breaker import CircuitBreaker
     from sidecar.tcp.relay import Relay
 
 WRITE_HIGH_WATER = 256 * 1024
@@ -35,6 +36,7 @@ class UpstreamUser(Protocol):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "breaker",
         "closed",
         "idle_deadline",
         "pool",
@@ -48,6 +50,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, pool: EndpointPool, limits: HeadLimits) -> None:
         self.pool = pool
+        self.breaker: CircuitBreaker | None = None  # whose max_connections slot this connection holds
         self.reader = ResponseReader(limits)
         self.transport: asyncio.Transport | None = None
         self.user: UpstreamUser | None = None

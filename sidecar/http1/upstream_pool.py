@@ -12,6 +12,10 @@ Rules:
   FIFO queue and are handed the next released connection; the route timeout bounds the wait.
 - An idle connection is closed after the cluster's idle timeout; a periodic sweep does this
   (one timer for all, not one per connection).
+- Circuit breaker (the cluster's, when the caller passes it): a queued waiter holds a
+  ``max_pending_requests`` slot until it is served or gives up (``release_pending``); a refused
+  slot calls ``waiter.on_pending_overflow`` at once. Opening a connection takes a
+  ``max_connections`` slot, given back when the connection closes; a refused one waits as pending.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Protocol
 
 from sidecar.http1.reader import HeadLimits
 from sidecar.http1.upstream import UpstreamConnection
+from sidecar.resilience.circuit_breaker import CircuitBreaker
 
 log = logging.getLogger("sidecar.http1.pool")
 
@@ -31,12 +36,18 @@ SWEEP_INTERVAL_S = 1.0
 
 
 class PoolWaiter(Protocol):
-    """Who asked for a connection. ``wants_upstream`` turns False if it gave up (timeout, client gone)."""
+    """Who asked for a connection. ``wants_upstream`` turns False if it gave up (timeout, client gone).
+
+    ``pending_on``: the breaker whose pending slot the waiter holds while queued (set by the pool;
+    whoever clears it first, the pool on serving or the waiter on giving up, releases the slot).
+    """
 
     wants_upstream: bool
+    pending_on: CircuitBreaker | None
 
     def on_upstream_ready(self, conn: UpstreamConnection, reused: bool) -> None: ...
     def on_upstream_failed(self, kind: str, message: str) -> None: ...
+    def on_pending_overflow(self) -> None: ...
 
 
 class EndpointPool:
@@ -60,7 +71,7 @@ class EndpointPool:
         self.idle: list[UpstreamConnection] = []
         self.live: set[UpstreamConnection] = set()
         self.size = 0  # live + connecting
-        self.waiters: deque[tuple[PoolWaiter, float, int]] = deque()
+        self.waiters: deque[tuple[PoolWaiter, float, int, CircuitBreaker | None]] = deque()
         self.created = 0
         self.reused = 0
         self.connect_failures = 0
@@ -80,6 +91,7 @@ class EndpointPool:
             self.size -= 1
             if conn in self.idle:
                 self.idle.remove(conn)
+        release_connection_slot(conn)
 
 
 class UpstreamPools:
@@ -101,7 +113,12 @@ class UpstreamPools:
         return pool
 
     def acquire(
-        self, pool: EndpointPool, waiter: PoolWaiter, connect_timeout_s: float, max_connections: int
+        self,
+        pool: EndpointPool,
+        waiter: PoolWaiter,
+        connect_timeout_s: float,
+        max_connections: int,
+        breaker: CircuitBreaker | None = None,
     ) -> UpstreamConnection | None:
         """An idle connection now, or None and a later callback on ``waiter``."""
         idle = pool.idle
@@ -110,13 +127,18 @@ class UpstreamPools:
             if not conn.closed:
                 pool.reused += 1
                 return conn
-        if pool.size < max_connections and not self._closing:
+        if pool.size < max_connections and not self._closing and (breaker is None or breaker.try_acquire_connection()):
             pool.size += 1
-            task = asyncio.get_running_loop().create_task(self._connect(pool, waiter, connect_timeout_s))
+            task = asyncio.get_running_loop().create_task(self._connect(pool, waiter, connect_timeout_s, breaker))
             self._connects.add(task)
             task.add_done_callback(self._connects.discard)
-        else:
-            pool.waiters.append((waiter, connect_timeout_s, max_connections))
+            return None
+        if breaker is not None:
+            if not breaker.try_acquire_pending():
+                waiter.on_pending_overflow()
+                return None
+            waiter.pending_on = breaker
+        pool.waiters.append((waiter, connect_timeout_s, max_connections, breaker))
         return None
 
     def release(self, conn: UpstreamConnection, idle_timeout_s: float) -> None:
@@ -127,6 +149,7 @@ class UpstreamPools:
         pool = conn.pool
         while pool.waiters:
             waiter = pool.waiters.popleft()[0]
+            release_pending_slot(waiter)
             if waiter.wants_upstream:
                 pool.reused += 1
                 waiter.on_upstream_ready(conn, True)
@@ -145,26 +168,39 @@ class UpstreamPools:
         conn.close()
         self._serve_waiters(conn.pool)
 
-    async def _connect(self, pool: EndpointPool, waiter: PoolWaiter, timeout_s: float) -> None:
+    async def _connect(
+        self, pool: EndpointPool, waiter: PoolWaiter, timeout_s: float, breaker: CircuitBreaker | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         limits = self._limits
         try:
             async with asyncio.timeout(timeout_s):
                 _, conn = await loop.create_connection(lambda: UpstreamConnection(pool, limits), pool.host, pool.port)
         except TimeoutError:
+            if breaker is not None:
+                breaker.release_connection()
             self._connect_failed(pool, waiter, "connect_timeout", f"upstream connect timeout ({timeout_s:g}s)")
             return
         except OSError as exc:
+            if breaker is not None:
+                breaker.release_connection()
             reason = exc.strerror or type(exc).__name__
             self._connect_failed(pool, waiter, "connect_failure", f"upstream connect error: {reason}")
             return
+        except BaseException:
+            if breaker is not None:
+                breaker.release_connection()
+            raise
         pool.created += 1
         pool.live.add(conn)
         if conn.closed:  # reset right after connecting
+            if breaker is not None:
+                breaker.release_connection()
             pool.live.discard(conn)
             pool.size -= 1
             self._connect_failed(pool, waiter, "connect_failure", "upstream connection closed while connecting", False)
             return
+        conn.breaker = breaker  # its max_connections slot, given back when it closes (EndpointPool.forget)
         if waiter.wants_upstream:
             waiter.on_upstream_ready(conn, False)
         else:
@@ -183,9 +219,10 @@ class UpstreamPools:
     def _serve_waiters(self, pool: EndpointPool) -> None:
         """Room was freed below the connection limit: start a connect for the first live waiter."""
         while pool.waiters and pool.size < pool_limit(pool):
-            waiter, timeout_s, max_connections = pool.waiters.popleft()
+            waiter, timeout_s, max_connections, breaker = pool.waiters.popleft()
+            release_pending_slot(waiter)
             if waiter.wants_upstream:
-                conn = self.acquire(pool, waiter, timeout_s, max_connections)
+                conn = self.acquire(pool, waiter, timeout_s, max_connections, breaker)
                 if conn is not None:
                     waiter.on_upstream_ready(conn, True)
                 return
@@ -222,6 +259,22 @@ class UpstreamPools:
             task.cancel()
         await asyncio.gather(*self._connects, return_exceptions=True)
         self.close_idle()
+
+
+def release_pending_slot(waiter: PoolWaiter) -> None:
+    """The waiter left the queue (served, or gave up): its breaker's pending slot goes back once."""
+    breaker = waiter.pending_on
+    if breaker is not None:
+        waiter.pending_on = None
+        breaker.release_pending()
+
+
+def release_connection_slot(conn: UpstreamConnection) -> None:
+    """A connection closed: its breaker's max_connections slot goes back once."""
+    breaker = conn.breaker
+    if breaker is not None:
+        conn.breaker = None
+        breaker.release_connection()
 
 
 def pool_limit(pool: EndpointPool) -> int:

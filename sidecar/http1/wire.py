@@ -143,11 +143,19 @@ def last_chunk(trailers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
 
 
 def error_response(
-    status: int, message: str, *, close: bool, request_id: bytes | None = None, head_request: bool = False
+    status: int,
+    message: str,
+    *,
+    close: bool,
+    request_id: bytes | None = None,
+    head_request: bool = False,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> bytes:
-    """A small plain-text answer from the proxy itself (404, 502, 503, 504, 400, 431 ...).
+    """A small plain-text answer from the proxy itself (404, 502, 503, 504, 400, 431, redirects ...).
 
-    To a HEAD request the head announces the body's length but the body is left out.
+    To a HEAD request the head announces the body's length but the body is left out. ``headers``
+    are extra fields (``x-mesh-overflow`` on a breaker's 503, ``Location`` on a redirect); their
+    values come from validated config, never from the request.
     """
     body = message.encode("utf-8") + b"\n"
     parts = [
@@ -155,6 +163,8 @@ def error_response(
         reason_phrase(status),
         b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body),
     ]
+    for name, value in headers:
+        parts += (name.encode("latin-1"), b": ", value.encode("latin-1"), CRLF)
     if request_id is not None:
         parts += (b"x-request-id: ", request_id, CRLF)
     if close:

@@ -6,11 +6,15 @@ import collections
 import random
 from typing import Any
 
+from lb import NO_HINTS
 from mesh.model.parse import parse_snapshot
-from sidecar.active import build_active
-from sidecar.http1.dispatch import Forward, Reject, decide, parse_cookies
+from sidecar.active import build_active, rebuild_balancer
+from sidecar.http1.dispatch import Forward, Redirect, Reject, decide, parse_cookies
 from sidecar.http1.framing import request_head
 from sidecar.metrics import SidecarMetrics
+from sidecar.resilience.metrics import ResilienceMetrics
+from sidecar.resilience.policy import RequestPlan, Resilience
+from sidecar.resilience.retry import AttemptResult
 
 
 def snapshot(clusters: list[dict[str, Any]], routes: list[dict[str, Any]], version: str = "1") -> Any:
@@ -39,7 +43,7 @@ def test_weighted_clusters_follow_weights() -> None:
     )
     runtime = build_active(snap, None, SidecarMetrics(), rng=random.Random(1)).listeners["out"]
     rng = random.Random(7)
-    seen = collections.Counter()
+    seen: collections.Counter[str] = collections.Counter()
     for _ in range(4000):
         choice = decide(runtime, get(), "127.0.0.1", rng)
         assert isinstance(choice, Forward)
@@ -125,3 +129,52 @@ def test_load_trackers_survive_swaps_and_balancers_are_rebuilt() -> None:
 
 def test_parse_cookies() -> None:
     assert parse_cookies('a=1; b="two"; a=3') == {"a": "1", "b": "two"}
+
+
+def test_redirect_route_is_decided_before_any_cluster_pick() -> None:
+    snap = snapshot(
+        [{"name": "a", "endpoints": [ep(1)]}],
+        [
+            {
+                "name": "old",
+                "match": {"prefix": "/old/"},
+                "redirect": {"host": "new.example", "prefix_rewrite": "/v2/"},
+            },
+            {"name": "r", "match": {"prefix": "/"}, "cluster": "a", "host_rewrite": "a.internal"},
+        ],
+    )
+    runtime = build_active(snap, None, SidecarMetrics(), rng=random.Random()).listeners["out"]
+    choice = decide(runtime, get(b"/old/x?q=1"), "127.0.0.1", random.Random())
+    assert isinstance(choice, Redirect)
+    assert (choice.status, choice.location) == (301, "http://new.example/v2/x?q=1")
+    forward = decide(runtime, get(b"/y"), "127.0.0.1", random.Random())
+    assert isinstance(forward, Forward)
+    assert forward.route.host == b"a.internal"
+
+
+def test_balancers_are_built_over_effective_endpoints_and_rebuilt_on_change() -> None:
+    snap = snapshot(
+        [
+            {
+                "name": "a",
+                "endpoints": [ep(1), ep(2)],
+                "outlier_detection": {"consecutive_5xx": 1, "max_ejection_percent": 50},
+            }
+        ],
+        [{"name": "r", "match": {"prefix": "/"}, "cluster": "a"}],
+    )
+    changed: list[str] = []
+    resilience = Resilience(ResilienceMetrics(), changed.append)
+    active = build_active(snap, None, SidecarMetrics(), rng=random.Random(), resilience=resilience)
+    resilience.activate(active.resilience)
+    runtime = active.clusters["a"]
+    route = active.listeners["out"].routes[id(snap.route_tables["t"].virtual_hosts[0].routes[0])]
+    plan = route.resilience.begin(runtime.resilience, "GET", 0.0)
+    assert isinstance(plan, RequestPlan)
+    plan.attempt_started("10.0.0.1:1", 0.0)
+    plan.on_attempt_result(AttemptResult(status=500), 0.0, random.Random())  # ejects: notify
+    plan.finish()
+    assert changed == ["a"]
+    rebuild_balancer(runtime, rng=random.Random(), clock=lambda: 0.0)
+    picks = {runtime.balancer.pick(NO_HINTS).key for _ in range(20)}  # type: ignore[union-attr]
+    assert picks == {"10.0.0.1:2"}

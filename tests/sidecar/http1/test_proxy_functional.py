@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -422,7 +423,7 @@ async def test_100mb_chunked_upload_streams_with_bounded_memory(
     sent_all_at = 0.0
     before = rss_mb()
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         nonlocal sent_all_at
         for _ in range(total // len(block)):
             yield block
