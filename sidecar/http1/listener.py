@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +19,7 @@ from sidecar.http1.downstream import DownstreamConnection
 from sidecar.http1.reader import HeadLimits
 from sidecar.http1.upstream_pool import UpstreamPools
 from sidecar.http1.wire import RequestIds
+from sidecar.listening import SweptListener
 from sidecar.metrics import ListenerStats
 from sidecar.resilience.policy import Resilience
 from sidecar.tcp.relay import Relay
@@ -80,50 +79,23 @@ class HttpContext:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class HttpListener:
+class HttpListener(SweptListener):
     """Accepts connections for one snapshot listener and runs its deadline sweep."""
 
     def __init__(self, context: HttpContext, host: str, port: int, *, reuse_port: bool = False) -> None:
+        super().__init__(host, port, context.settings.sweep_interval_s, reuse_port=reuse_port)
         self.context = context
-        self.host = host
-        self.port = port
-        self._reuse_port = reuse_port
-        self._server: asyncio.Server | None = None
-        self._sweep: asyncio.TimerHandle | None = None
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        context = self.context
-        if sock is not None:
-            self._server = await loop.create_server(lambda: DownstreamConnection(context), sock=sock, backlog=1024)
-        else:
-            self._server = await loop.create_server(
-                lambda: DownstreamConnection(context),
-                self.host,
-                self.port,
-                reuse_address=True,
-                reuse_port=self._reuse_port or None,
-                backlog=1024,
-            )
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self._schedule()
+    def protocol(self) -> DownstreamConnection:
+        return DownstreamConnection(self.context)
 
-    def _schedule(self) -> None:
-        self._sweep = asyncio.get_running_loop().call_later(self.context.settings.sweep_interval_s, self._tick)
-
-    def _tick(self) -> None:
-        now = time.monotonic()
+    def sweep(self, now: float) -> None:
         context = self.context
         for conn in list(context.connections):
             conn.check_deadline(now)
         for relay in list(context.tunnels):
             if relay.idle_check(now):
                 context.tunnels.discard(relay)
-        self._schedule()
-
-    def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     def drain(self) -> None:
         """Stop accepting; idle keep-alive connections close, busy ones after their response."""
@@ -139,10 +111,7 @@ class HttpListener:
 
     async def close(self) -> None:
         """Close everything now (after a drain, or on a hard stop)."""
-        self.stop_accepting()
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
+        self.stop_sweeping()
         for conn in list(self.context.connections):
             conn.abort()
         for relay in list(self.context.tunnels):

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from typing import cast
 
 from lb import NO_HINTS, Endpoint, PickContext
 from sidecar.active import ClusterRuntime, ConfigHolder
+from sidecar.listening import SweptListener
 from sidecar.metrics import TcpStats
 from sidecar.tcp.relay import Relay
 
@@ -231,46 +231,19 @@ class TcpDownstream(asyncio.Protocol):
             self.transport.abort()
 
 
-class TcpListener:
+class TcpListener(SweptListener):
     """Accepts connections for one L4 listener and sweeps idle relays."""
 
     def __init__(self, context: TcpContext, host: str, port: int, *, reuse_port: bool = False) -> None:
+        super().__init__(host, port, SWEEP_INTERVAL_S, reuse_port=reuse_port)
         self.context = context
-        self.host = host
-        self.port = port
-        self._reuse_port = reuse_port
-        self._server: asyncio.Server | None = None
-        self._sweep: asyncio.TimerHandle | None = None
 
-    async def start(self, sock: socket.socket | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        context = self.context
-        if sock is not None:
-            self._server = await loop.create_server(lambda: TcpDownstream(context), sock=sock, backlog=1024)
-        else:
-            self._server = await loop.create_server(
-                lambda: TcpDownstream(context),
-                self.host,
-                self.port,
-                reuse_address=True,
-                reuse_port=self._reuse_port or None,
-                backlog=1024,
-            )
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        self._schedule()
+    def protocol(self) -> TcpDownstream:
+        return TcpDownstream(self.context)
 
-    def _schedule(self) -> None:
-        self._sweep = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._tick)
-
-    def _tick(self) -> None:
-        now = _monotonic()
+    def sweep(self, now: float) -> None:
         for conn in list(self.context.connections):
             conn.idle_check(now)
-        self._schedule()
-
-    def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     def drain(self) -> None:
         """Stop accepting; open connections run on until they end (or the drain deadline)."""
@@ -282,10 +255,7 @@ class TcpListener:
         return len(self.context.connections)
 
     async def close(self) -> None:
-        self.stop_accepting()
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
+        self.stop_sweeping()
         for conn in list(self.context.connections):
             conn.abort()
         if self._server is not None:
