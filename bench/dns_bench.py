@@ -24,6 +24,13 @@ not do: the normalised key is lower-cased and a hit only respells the question.)
 checks this with the server's own counters (mesh_dns_cache_hits/misses_total) and prints the
 miss ratio of every run. VmRSS of mesh dns is read after the sync and after the uncached runs.
 
+Phase 2, mixed types (``--skip-mix`` leaves it out): the same server and catalog (every instance
+also carries Kubernetes Meta: namespace ``default``, named port ``http``), 20,000 distinct
+questions of every kind the server answers: Consul A / AAAA (NODATA) / SRV, Kubernetes service
+and endpoint A / AAAA, Kubernetes SRV, PTR and search-path NXDOMAIN (``MIX_SLOTS`` has the
+shares). mesh dns only: a hosts file cannot give dnsmasq the same SRV, NODATA and PTR data, so
+there is no peer; the target is the same absolute one. The cache miss share is checked the same way.
+
 Peers: dnsperf and dnsmasq from Debian (`apt-get install -y dnsperf dnsmasq-base` when missing
 and running as root; dnsmasq-base is the binary without the system service, so no dnsmasq is
 started on port 53 behind our back). Without dnsperf the script falls back to a small built-in
@@ -70,7 +77,23 @@ MIN_CACHED_RATIO = 0.5  # the issue's minimums
 MIN_UNCACHED_QPS = 20_000.0
 MIN_UNCACHED_MISS_SHARE = 0.99  # below this the "uncached" run was served partly from the cache
 
-QTYPES = {"A": 1, "AAAA": 28, "SRV": 33, "TXT": 16}
+QTYPES = {"A": 1, "PTR": 12, "TXT": 16, "AAAA": 28, "SRV": 33}
+
+# The uncached mix, in 20 slots (service i takes slot i % 20 in the first pass and (i + 10) % 20 in
+# the second): 25 % Consul A, 15 % Consul AAAA (NODATA: the instances are IPv4), 10 % Consul SRV,
+# 15 % Kubernetes A, 5 % Kubernetes AAAA (NODATA), 5 % Kubernetes SRV, 5 % PTR, 20 % NXDOMAIN
+# (the names an ndots:5 resolver tries first from a pod's search path). Why this shape: resolvers
+# ask A and AAAA together, search-path walks make NXDOMAIN common, SRV and PTR are rarer.
+MIX_SLOTS = (
+    *["A"] * 5,
+    *["AAAA"] * 3,
+    *["SRV"] * 2,
+    *["K8S_A"] * 3,
+    "K8S_AAAA",
+    "K8S_SRV",
+    "PTR",
+    *["NXDOMAIN"] * 4,
+)
 
 
 # === small helpers ===
@@ -210,7 +233,15 @@ def catalog_body(svc: int, inst: int, per_service: int, nodes: int) -> bytes:
     body = {
         "Node": f"node-{n:04d}",
         "Address": f"10.200.{n // 250}.{n % 250 + 1}",
-        "Service": {"ID": sid, "Service": name, "Address": instance_ip(svc, inst, per_service), "Port": 8080},
+        "Service": {
+            "ID": sid,
+            "Service": name,
+            "Address": instance_ip(svc, inst, per_service),
+            "Port": 8080,
+            # Kubernetes view of the same instances (headless service, one named port) for the mixed run;
+            # Consul answers do not read Meta.
+            "Meta": {"k8s-namespace": "default", "k8s-port-http": "tcp"},
+        },
         "Check": {"CheckID": f"service:{sid}", "Name": "alive", "Status": "passing", "ServiceID": sid},
     }
     return json.dumps(body).encode()
@@ -220,6 +251,44 @@ def consul_names(svc: int, forms: int) -> list[str]:
     """Names that all resolve to the instances of ``svc`` (1 form: the plain one)."""
     name = service_name(svc)
     return [f"{name}.service.consul", f"{name}.service.dc1.consul"][:forms]
+
+
+def mixed_question(svc: int, per_service: int, second: bool) -> tuple[str, str, str]:
+    """(name, type, kind) of service ``svc`` in the uncached mix (``MIX_SLOTS``), first or second pass.
+
+    The two passes use other spellings of each kind (``.service.dc1.consul``, endpoint names, the
+    second search domain, another instance's address), and a service gets a different kind in
+    each, so all 2 x services questions are distinct.
+    """
+    kind = MIX_SLOTS[(svc + (10 if second else 0)) % len(MIX_SLOTS)]
+    name = service_name(svc)
+    consul = f"{name}.service.dc1.consul" if second else f"{name}.service.consul"
+    k8s = f"{name}.default.svc.cluster.local"
+    ip = instance_ip(svc, (1 if second else 0) % per_service, per_service)
+    endpoint = f"{ip.replace('.', '-')}.{k8s}"  # the default endpoint hostname: the dashed IP
+    if kind in ("A", "AAAA", "SRV"):
+        return consul, kind, kind
+    if kind in ("K8S_A", "K8S_AAAA"):
+        return (endpoint if second else k8s), kind[4:], kind
+    if kind == "K8S_SRV":
+        return (k8s if second else f"_http._tcp.{k8s}"), "SRV", kind
+    if kind == "PTR":
+        return ".".join(reversed(ip.split("."))) + ".in-addr.arpa", "PTR", kind
+    search = "svc.cluster.local" if second else "default.svc.cluster.local"
+    return f"{name}.service.consul.{search}", "A", kind
+
+
+def mixed_questions(services: int, per_service: int) -> list[tuple[str, str, str]]:
+    """The uncached mix: 2 x ``services`` distinct questions, pass-major (see ``mixed_question``)."""
+    return [mixed_question(svc, per_service, second) for second in (False, True) for svc in range(services)]
+
+
+def write_mixed_queries(path: Path, services: int, per_service: int) -> dict[str, int]:
+    """A dnsperf query file with the uncached mix; returns how many questions of each kind."""
+    questions = mixed_questions(services, per_service)
+    path.write_text("".join(f"{name} {qtype}\n" for name, qtype, _ in questions))
+    path.chmod(0o644)
+    return dict(collections.Counter(kind for *_, kind in questions))
 
 
 def write_hosts(path: Path, services: int, per_service: int) -> None:
@@ -310,6 +379,33 @@ async def load_catalog(reg: Registry, services: int, per_service: int, nodes: in
     if errors:
         raise RuntimeError(f"{len(errors)} catalog registrations failed (e.g. HTTP {errors[0]}):\n{reg.log_tail()}")
     return elapsed
+
+
+async def register_marker(reg: Registry, name: str) -> None:
+    """One more catalog registration: a new registry view, so mesh dns starts over with an empty answer cache."""
+    body = {"Node": "bench-marker", "Address": "10.254.0.1", "Service": {"ID": name, "Service": name, "Port": 1}}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(f"http://{reg.addr}/v1/catalog/register", json=body) as resp,
+    ):
+        await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"marker registration failed: HTTP {resp.status}")
+
+
+def fresh_cache(reg: Registry, mesh: MeshDns, name: str, timeout: float = 60.0) -> None:
+    """Empty mesh dns's answer cache the way production does: a registry change (see ``register_marker``).
+
+    Without it the mixed run would start with the A-only run's answers cached, and the questions
+    both runs ask would stay in the raw-bytes map for good (a hit there adds nothing to evict).
+    """
+    asyncio.run(register_marker(reg, name))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe(mesh.port, f"{name}.service.consul") == (0, 1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"mesh dns did not see the marker service {name} within {timeout:.0f} s")
 
 
 class MeshDns(Proc):
@@ -606,6 +702,10 @@ def describe_run(label: str, n: int, r: dict[str, Any]) -> str:
         f"NOERROR {r['noerror_share']:.1%}  latency {r['latency_avg_ms']:.3f} ms  "
         f"server CPU {r['server_cpu_share'] or 0:.0%}, {r['server_us_per_query'] or 0:.1f} µs/query"
     )
+    answered = sum(r["rcodes"].values())
+    others = {code: n for code, n in r["rcodes"].items() if code != "NOERROR"}
+    if others and answered:
+        text += "  " + " ".join(f"{code} {n / answered:.1%}" for code, n in sorted(others.items()))
     if r.get("reply_bytes"):
         text += f"  reply {r['reply_bytes']} B"
     if r.get("cache_miss_share") is not None:
@@ -816,6 +916,20 @@ def phase_uncached(args: argparse.Namespace, peers: dict[str, Any], load: Load, 
             prof = profile_run(load, mesh, qfile, work / "profile-uncached.txt", args.profile_seconds)
             out["profile"] = prof
             print_profile("mesh dns uncached", prof)
+        if mesh is not None and not args.skip_mix:
+            fresh_cache(reg, mesh, "bench-mix-marker")
+            mixfile = work / "uncached-mix.queries"
+            kinds = write_mixed_queries(mixfile, args.large_services, args.per_service)
+            out["mix_names"], out["mix_kinds"] = sum(kinds.values()), kinds
+            total = out["mix_names"]
+            print("  uncached mix: " + ", ".join(f"{k} {n / total:.0%}" for k, n in kinds.items()), flush=True)
+            out["mix_results"] = interleaved(
+                load, [("mesh dns (uncached mix)", mesh, mesh.port, mesh)], mixfile, args.runs
+            )
+            if args.profile:
+                prof = profile_run(load, mesh, mixfile, work / "profile-uncached-mix.txt", args.profile_seconds)
+                out["mix_profile"] = prof
+                print_profile("mesh dns uncached mix", prof)
     finally:
         for proc in (mesh, peer, reg):
             if proc is not None:
@@ -848,6 +962,9 @@ def build_summary(cached: dict[str, Any], uncached: dict[str, Any]) -> tuple[lis
     cpu_u = cpu_ratio(ures.get("mesh dns (uncached)", {}), ures.get("dnsmasq (same names)", {}))
     miss_c = cres.get("mesh dns (cached)", {}).get("cache_miss_share")
     miss_u = ures.get("mesh dns (uncached)", {}).get("cache_miss_share")
+    mres = uncached.get("mix_results", {}).get("mesh dns (uncached mix)", {})
+    mesh_m, miss_m = mres.get("qps"), mres.get("cache_miss_share")
+    mix_valid = miss_m is not None and miss_m >= MIN_UNCACHED_MISS_SHARE
     # The uncached figure counts only if (nearly) every reply was built: checked with the server's counters.
     uncached_valid = miss_u is not None and miss_u >= MIN_UNCACHED_MISS_SHARE
     if mesh_u is not None and not uncached_valid:
@@ -859,6 +976,7 @@ def build_summary(cached: dict[str, Any], uncached: dict[str, Any]) -> tuple[lis
         "cached_ratio_minimum": None if ratio_c is None else ratio_c >= MIN_CACHED_RATIO,
         "uncached_qps_target": None if mesh_u_checked is None else mesh_u_checked >= TARGET_UNCACHED_QPS,
         "uncached_qps_minimum": None if mesh_u_checked is None else mesh_u_checked >= MIN_UNCACHED_QPS,
+        "uncached_mix_qps_target": None if mesh_m is None or not mix_valid else mesh_m >= TARGET_UNCACHED_QPS,
     }
 
     def runs_of(res: dict[str, Any]) -> str:
@@ -917,6 +1035,21 @@ def build_summary(cached: dict[str, Any], uncached: dict[str, Any]) -> tuple[lis
             f"{yes_no(met['uncached_qps_target'])} (min: {yes_no(met['uncached_qps_minimum'])})",
         ],
     ]
+    if mres:
+        mn = uncached.get("mix_names", 0)
+        rows.append(
+            [
+                "mesh dns",
+                f"uncached mix: {mn:,} distinct questions, all types"
+                + (f" (misses {miss_m:.1%})" if miss_m is not None else ""),
+                fmt_int(mesh_m) + ("" if mix_valid else " (INVALID: answers were cached)"),
+                runs_of(mres),
+                us(mres),
+                "-",
+                f"≥ {TARGET_UNCACHED_QPS:,.0f} QPS",
+                yes_no(met["uncached_mix_qps_target"]),
+            ]
+        )
     figures = {
         "cached_qps": {"mesh": mesh_c, "dnsmasq": peer_c, "ratio": ratio_c, "cpu_per_query_ratio": cpu_c},
         "uncached_qps": {
@@ -925,8 +1058,15 @@ def build_summary(cached: dict[str, Any], uncached: dict[str, Any]) -> tuple[lis
             "ratio": ratio_u,
             "cpu_per_query_ratio": cpu_u,
         },
-        "cache_miss_share": {"cached": miss_c, "uncached": miss_u},
+        "uncached_mix_qps": {
+            "mesh": mesh_m,
+            "server_us_per_query": mres.get("server_us_per_query"),
+            "kinds": uncached.get("mix_kinds"),
+            "rcodes": mres["runs"][0]["rcodes"] if mres.get("runs") else None,
+        },
+        "cache_miss_share": {"cached": miss_c, "uncached": miss_u, "uncached_mix": miss_m},
         "uncached_valid": uncached_valid,
+        "uncached_mix_valid": mix_valid,
         "targets_met": met,
     }
     return rows, figures
@@ -968,6 +1108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="py-spy mesh dns during one extra run per path")
     p.add_argument("--profile-seconds", type=float, default=10.0, help="length of that run [10]")
     p.add_argument("--skip-uncached", action="store_true", help="phase 1 only")
+    p.add_argument("--skip-mix", action="store_true", help="no uncached run with the mixed query types")
     p.add_argument("--no-install", action="store_true", help="never run apt-get")
     p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()), help="parent of the temp dir")
@@ -1014,7 +1155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"NOTE: {note}")
     print(
         f"load: {load.tool}, {args.duration:g} s per run after {args.warmup:g} s warm-up, -c {args.clients} "
-        f"-q {args.outstanding}, A queries over UDP, {args.runs} runs per point, interleaved"
+        f"-q {args.outstanding}, A queries over UDP (the uncached mix: its own types), {args.runs} runs per point, "
+        "interleaved"
     )
     work = Path(tempfile.mkdtemp(prefix="dns-bench-", dir=args.workdir))
     work.chmod(0o755)

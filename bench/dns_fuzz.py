@@ -5,7 +5,10 @@
 A "crash" is an exception escaping ``DnsHandler.respond`` (must never happen), an internal error
 it caught and answered SERVFAIL (``mesh_dns_panics_total``), a reply that is not a DNS message
 with the query's ID, a UDP reply over the size limit, or the server not answering a valid query
-after the run. Uses the real answer core unless ``--stand-in`` (or it is not importable).
+after the run. Uses the real answer core (and so the wire fast path) unless ``--stand-in``.
+Mutations start from the transport tests' seed queries plus one of every kind the wire fast path
+answers (Consul A/AAAA/SRV, Kubernetes service/endpoint/port names, PTR, NXDOMAIN), against a view
+whose services also carry Kubernetes Meta (named ports, hostnames, a cluster IP).
 Prints a final line ``N packets, M crashes``.
 """
 
@@ -22,10 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dns.message
+from types import MappingProxyType
 
+import dns.message
+from dnslib import QTYPE
+
+from dnsserver.answers import answer as real_answer
 from dnsserver.handler import DnsHandler, Pending
 from dnsserver.listeners import start_listeners
+from dnsserver.view import Endpoint, RegistryView
 from tests.dnsserver.transport_helpers import (
     CONFIG,
     SEEDS,
@@ -35,6 +43,42 @@ from tests.dnsserver.transport_helpers import (
     stand_in_answer,
     svc,
 )
+
+FAST_PATH_SEEDS = (
+    query_bytes("hl.service.consul.", QTYPE.SRV, edns=1232),
+    query_bytes("HL.service.dc1.consul.", QTYPE.AAAA),
+    query_bytes("primary.hl.service.consul.", QTYPE.A),
+    query_bytes("_hl._tcp.service.consul.", QTYPE.SRV),
+    query_bytes("hl.default.svc.cluster.local.", QTYPE.SRV),
+    query_bytes("_http._tcp.hl.default.svc.cluster.local.", QTYPE.SRV, edns=4096, do=True),
+    query_bytes("hl-0.hl.default.svc.cluster.local.", QTYPE.A),
+    query_bytes("_dns._udp.cip.default.svc.cluster.local.", QTYPE.SRV),
+    query_bytes("cip.default.svc.cluster.local.", QTYPE.A),
+    query_bytes("1.0.2.10.in-addr.arpa.", QTYPE.PTR),
+    query_bytes("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", QTYPE.PTR),
+    query_bytes("web.service.consul.default.svc.cluster.local.", QTYPE.A),
+    query_bytes("big.default.svc.cluster.local.", QTYPE.SRV),
+)
+
+
+def fuzz_view() -> RegistryView:
+    """``make_view()`` plus services with Kubernetes Meta, so every fast-path kind has data."""
+    base = make_view()
+
+    def k8s(service: str, i: int, address: str, **meta: str) -> Endpoint:
+        full = {"k8s-namespace": "default", "k8s-port-http": "tcp", "k8s-port-dns": "53/udp", **meta}
+        return Endpoint(
+            service, f"{service}-{i}", f"n{i}", address, True, 80, "passing", ("primary",), MappingProxyType(full)
+        )
+
+    services = dict(base.services)
+    services["hl"] = (
+        k8s("hl", 0, "10.2.0.1", **{"k8s-hostname": "hl-0"}),
+        k8s("hl", 1, "10.2.0.2"),
+        k8s("hl", 2, "2001:db8::1"),
+    )
+    services["cip"] = (k8s("cip", 0, "10.2.1.1", **{"k8s-cluster-ip": "10.96.0.1"}),)
+    return RegistryView(version=base.version, services=MappingProxyType(services), synced=True)
 
 
 def packets(rng: random.Random, count: int) -> list[bytes]:
@@ -46,7 +90,7 @@ def packets(rng: random.Random, count: int) -> list[bytes]:
         elif kind == 1:  # a plausible header, random rest
             out.append(rng.randbytes(2) + b"\x01\x00\x00\x01" + rng.randbytes(rng.randrange(0, 60)))
         else:
-            out.append(mutate(rng.choice(SEEDS), rng, rounds=4))
+            out.append(mutate(rng.choice((*SEEDS, *FAST_PATH_SEEDS)), rng, rounds=4))
     return out
 
 
@@ -63,16 +107,8 @@ def check_reply(packet: bytes, reply: bytes, limit: int) -> str | None:
 
 
 def make(stand_in: bool) -> DnsHandler:
-    view = make_view()
-    answer = None
-    if stand_in:
-        answer = stand_in_answer
-    else:
-        try:
-            from dnsserver.answers import answer as real
-        except ImportError:
-            real = None
-        answer = real or stand_in_answer
+    view = fuzz_view()
+    answer = stand_in_answer if stand_in else real_answer
     return DnsHandler(CONFIG, lambda: view, None, answer_fn=answer, rng=random.Random(3))
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final
+from itertools import permutations
+from operator import itemgetter
+from typing import Final, TypeVar
 
 from dnslib import AAAA, QTYPE, RR, SRV, A, DNSLabel
 
@@ -25,6 +27,14 @@ TYPE_PTR: Final[int] = QTYPE.PTR
 TYPE_NS: Final[int] = QTYPE.NS
 TYPE_SOA: Final[int] = QTYPE.SOA
 _MAX_TTL: Final = 2**31 - 1
+_T = TypeVar("_T")
+
+# Every order of 2..5 items, as itemgetters: a shuffle of up to 5 records (nearly every answer)
+# is one ``rng.random()`` and one C call instead of ``Random.shuffle``'s per-item Python loop.
+_SMALL_SHUFFLE: Final = 5
+_ORDERS: Final = tuple(
+    tuple(itemgetter(*order) for order in permutations(range(n))) if n >= 2 else () for n in range(_SMALL_SHUFFLE + 1)
+)
 
 
 @dataclass(slots=True)
@@ -65,7 +75,31 @@ def clamp_ttl(ttl: int) -> int:
     return max(0, min(int(ttl), _MAX_TTL))
 
 
-@lru_cache(maxsize=8192)
+def shuffled(rng: random.Random, items: Sequence[_T]) -> Sequence[_T]:
+    """``items`` in a uniformly random order (a new sequence; ``items`` is not changed).
+
+    Both answer paths (this core and ``fastpath``) shuffle only through here, so with the same
+    random state they pick the same order. Up to 5 items: one draw picks one of the n! orders
+    (bias below n!/2**53); more: ``Random.shuffle``. Fewer than 2 items draw nothing.
+    """
+    n = len(items)
+    if n < 2:
+        return items
+    if n <= _SMALL_SHUFFLE:
+        orders = _ORDERS[n]
+        return orders[int(rng.random() * len(orders))](items)  # type: ignore[no-any-return]
+    out = list(items)
+    rng.shuffle(out)
+    return out
+
+
+# Sized for a large registry (one entry per instance, node and cluster address: 30,000 instances
+# thrashed the former 8,192 entries on every pass over the view); still bounded, because query
+# names (reverse and ``.addr`` names) reach ``ip_of`` too. About 10 MB when full.
+_ADDRESS_CACHE: Final = 1 << 16
+
+
+@lru_cache(maxsize=_ADDRESS_CACHE)
 def ip_of(address: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(address)
@@ -87,7 +121,7 @@ def make_name(*labels: str, zone: str = "") -> DNSLabel | None:
     return DNSLabel(tuple(parts))
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=_ADDRESS_CACHE)
 def _address_rdata(address: IPAddress) -> A | AAAA:
     """Rdata objects are never mutated once built, so replies may share them."""
     return A(str(address)) if address.version == 4 else AAAA(str(address))
@@ -109,9 +143,7 @@ def address_records(ctx: Context, owner: DNSLabel, addresses: Iterable[str], ttl
     records: list[RR] = []
     for wanted, found in ((TYPE_A, v4), (TYPE_AAAA, v6)):
         if found and ctx.asks(wanted):
-            ips = list(found)
-            ctx.rng.shuffle(ips)
-            records.extend(address_record(owner, ip, ttl) for ip in ips)
+            records.extend(address_record(owner, ip, ttl) for ip in shuffled(ctx.rng, list(found)))
     return records
 
 
@@ -135,8 +167,7 @@ class SrvBuilder:
 
     def result(self, rng: random.Random, weight: int | None = None) -> Result:
         """Shuffled SRV records; ``weight`` overrides every record's weight when given."""
-        keys = list(self._srv)
-        rng.shuffle(keys)
+        keys = shuffled(rng, list(self._srv))
         answer = [
             RR(self.owner, TYPE_SRV, ttl=self.ttl, rdata=SRV(prio, w if weight is None else weight, port, target))
             for prio, w, port, target in keys

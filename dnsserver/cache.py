@@ -1,25 +1,27 @@
 """Answer cache: finished wire replies for our zones, valid for one ``RegistryView.version``.
 
-Two maps point at the same ``CacheEntry`` objects:
+Two maps point at the same answers:
 
-- by *key*: ``(qname lower-cased, qtype, qclass, query flags, tcp, EDNS payload or 0, DO)``, the
-  normalised question (RFC 4343: names compare case-insensitively). A hit for a name spelled in
-  another case (0x20 randomisation) serves the cached bytes with the question patched back to the
-  client's spelling.
+- by *key*: ``cache_key(...)``, the normalised question as bytes: the lower-cased wire name, then
+  qtype, qclass, query flags, transport, EDNS payload (0 without EDNS) and DO, packed (RFC 4343:
+  names compare case-insensitively; the length-prefixed name makes the concatenation unambiguous).
+  A hit for a name spelled in another case (0x20 randomisation) serves the cached bytes with the
+  question patched back to the client's spelling.
 - by *raw*: the query packet minus its ID (``packet[2:]``), per transport. The handler's hot path
   is one lookup here, then the ID is patched in: no parsing at all. Only queries of ≤ 512 bytes are
   remembered raw, so keys stay small. Raw bytes determine the reply completely (the normalised key
   is a function of them), so a raw hit is always correct.
 
-Insertion is lazy for the raw map ("raw on second sight"): a miss stores its answer by *key*
-only; the first repeat of the same bytes finds it there (one ``parse_query``) and adds the raw key,
-after which every hit is the raw hot path, unchanged. So a flood of unique names (every query a
-miss) costs one dict insert (and its share of eviction) per query instead of two, and never-repeated
-names do not crowd the raw map, where the repeated ones live. For the same reason the variant
-builder is attached on that first repeat too (``CacheEntry.lazy``), not at the miss: a miss then
-leaves one GC-tracked object in the cache (the entry) instead of five (entry, ``partial``, its
-argument tuple and keyword dict, the parsed query), which made a flood of unique names trigger a
-full garbage collection (hundreds of ms with a large registry view) every ~20,000 misses.
+Insertion is lazy ("raw on second sight"): a miss stores its answer by *key* only, and as a
+*first-sight stub*: one ``bytes`` object, a tag byte (which builder makes more shuffles, see
+``CacheEntry.lazy``) followed by the reply without its ID. Keys and stubs are plain bytes, which
+the garbage collector does not track, so a flood of unique names (every query a miss) leaves no
+collectable objects behind (per-miss entry objects made the young generation fill and be
+collected every few hundred misses, ~1 µs per miss) and costs one dict insert (and its share of
+eviction) per query. The first repeat of a question finds the stub, turns it into a ``CacheEntry``
+(``promote``; the handler supplies its metrics series and variant builder) and adds the raw key,
+after which every hit is the raw hot path, unchanged. Never-repeated names do not crowd the raw
+map, where the repeated ones live.
 
 Answers are shuffled per query by the answer core; to keep that while serving bytes, an entry
 holds up to ``VARIANTS`` replies built with different shuffles, served round-robin. Variants are
@@ -41,6 +43,7 @@ names come back after one rebuild. A new view version replaces both maps (O(1)).
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from itertools import islice
 from typing import Final, TypeVar
@@ -49,9 +52,17 @@ from dnsserver.metrics import Series
 
 VARIANTS: Final = 4
 MAX_RAW_KEY: Final = 510  # raw keys are packet[2:], so queries up to 512 bytes
-CacheKey = tuple[bytes, int, int, int, bool, int, bool]
+CacheKey = bytes
 _K = TypeVar("_K")
+_V = TypeVar("_V")
+_KEY_TAIL = struct.Struct("!HHH?H?")  # qtype, qclass, flags, tcp, payload, DO
+_TAGS: Final = tuple(bytes([lazy]) for lazy in range(256))
 log = logging.getLogger(__name__)
+
+
+def cache_key(qname_lower: bytes, qtype: int, qclass: int, flags: int, tcp: bool, payload: int, do: bool) -> CacheKey:
+    """The normalised-question key: ``payload`` is the EDNS payload in use, 0 without EDNS."""
+    return qname_lower + _KEY_TAIL.pack(qtype, qclass, flags, tcp, payload, do)
 
 
 class CacheEntry:
@@ -122,7 +133,7 @@ class AnswerCache:
         self.version = -1
         self.udp_raw: dict[bytes, CacheEntry] = {}
         self.tcp_raw: dict[bytes, CacheEntry] = {}
-        self._by_key: dict[CacheKey, CacheEntry] = {}
+        self._by_key: dict[CacheKey, CacheEntry | bytes] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -134,18 +145,35 @@ class AnswerCache:
         self.tcp_raw = {}
         self._by_key = {}
 
-    def get(self, key: CacheKey) -> CacheEntry | None:
+    def get(self, key: CacheKey) -> CacheEntry | bytes | None:
+        """The entry, or a first-sight stub (``bytes``: pass it to ``promote``), or None."""
         return self._by_key.get(key)
 
     def put(self, key: CacheKey, entry: CacheEntry) -> None:
         self._insert(self._by_key, key, entry)
+
+    def put_first(self, key: CacheKey, reply: bytes, lazy: int = 0) -> None:
+        """Store a miss's ``reply`` (with its ID) as a first-sight stub; ``lazy`` as in ``CacheEntry``."""
+        self._insert(self._by_key, key, _TAGS[lazy] + reply[2:])
+
+    def promote(self, key: CacheKey, stub: bytes, qname_length: int, series: Series) -> CacheEntry:
+        """Replace ``stub`` (found by ``get(key)``) by its entry; ``qname_length``: its question name's length."""
+        entry = CacheEntry((stub[1:],), stub[11 : 11 + qname_length], series, lazy=stub[0])
+        if key in self._by_key:  # keeps its place in the eviction order
+            self._by_key[key] = entry
+        return entry
+
+    @staticmethod
+    def stub_rcode(stub: bytes) -> int:
+        """RCODE of the reply in a first-sight stub (the header's low 4 bits)."""
+        return stub[2] & 0x0F
 
     def remember_raw(self, raw: bytes, tcp: bool, entry: CacheEntry) -> None:
         """Let the hot path find ``entry`` by the query bytes (``packet[2:]``)."""
         if len(raw) <= MAX_RAW_KEY:
             self._insert(self.tcp_raw if tcp else self.udp_raw, raw, entry)
 
-    def _insert(self, table: dict[_K, CacheEntry], key: _K, entry: CacheEntry) -> None:
+    def _insert(self, table: dict[_K, _V], key: _K, entry: _V) -> None:
         if len(table) >= self.max_entries and key not in table:
             for old in list(islice(table, max(1, self.max_entries // 8))):
                 del table[old]

@@ -1,66 +1,86 @@
-"""Wire-level fast path for the commonest cache misses: reply bytes without dnslib objects.
+"""Wire-level fast path for cache misses: reply bytes without dnslib objects.
 
 Why: on a miss the answer core (``answers.answer``) plus ``wire.finish`` spends most of its time
-constructing range-checked dnslib objects (header, RRs, rdata, labels). For the names that make
-up nearly all uncached traffic the reply is a fixed layout, so it is written here directly:
+constructing range-checked dnslib objects (header, RRs, rdata, labels): 30-200 µs per reply
+against 2-10 µs here. The names that make up nearly all uncached traffic have fixed layouts, so
+their replies are written directly (every type but ANY, AXFR and IXFR unless said otherwise):
 
-- ``<svc>.service[.<dc>].<domain>`` and ``<tag>.<svc>.service[.<dc>].<domain>`` (every spelling
-  ``names.parse_name`` maps to a ``ConsulService``): A, AAAA and SRV;
-- ``<svc>.<ns>.svc.<zone>`` (``K8sService``): A and AAAA;
-- any name that parses to ``NxDomain``: every type (the answer core ignores the type there).
+- ``<svc>.service[.<dc>].<domain>``, ``<tag>.<svc>.service[.<dc>].<domain>`` and the RFC 2782
+  forms (every spelling ``names.parse_name`` maps to a ``ConsulService``): A, AAAA, SRV, NODATA;
+- ``<svc>.<ns>.svc.<zone>`` (``K8sService``): cluster IP or endpoint A/AAAA, SRV per named port;
+- ``<hostname>.<svc>.<ns>.svc.<zone>`` (``K8sEndpoint``): the endpoint's A/AAAA and SRV;
+- ``_<port>._<proto>.<svc>.<ns>.svc.<zone>`` (``K8sPort``): SRV (other types: NODATA);
+- ``<d>.<c>.<b>.<a>.in-addr.arpa`` and 32-nibble ``ip6.arpa`` names we know (``Reverse``): PTR;
+- any name that parses to ``NxDomain``, every type but AXFR/IXFR (ANY included, as in the core).
 
-Names are classified by ``names.parse_name`` itself, and records come from the same helpers the
-answer core uses (``ip_of``, the rdata builder, ``make_name`` targets, ``soa_record``), so the
-two paths cannot disagree about *what* to answer; this module only replaces the packing. Health
-filtering, deduplication, TTLs and the ``rng.shuffle`` calls follow ``answers_consul`` /
-``answers_k8s`` / ``answers_base`` step by step, so with the same random state both paths give
-the same bytes (tests/dnsserver/test_fastpath.py checks exactly that, and the dnslib parse).
+This module decides *what* to answer; ``fastnames.py`` classifies the name (or ``parse_name``
+does) and ``fastwire.py`` writes the bytes. The decisions use the same helpers as the answer core
+(``ip_of``, the rdata builder, ``make_name`` targets, ``ptr_targets``, ``soa_record``,
+``shuffled``), and health filtering, deduplication, TTLs, weights and the ``shuffled`` draws
+follow ``answers_consul`` / ``answers_k8s`` / ``answers_reverse`` / ``answers_base`` step by
+step, so with the same random state both paths give the same bytes (tests/dnsserver/test_fastpath.py
+checks exactly that, on fixed and generated views, and the dnslib parse of both).
 
-Layout and rules mirror ``wire.finish`` over ``wire.pack_message``: header (ID, QR, AA, RD and CD
-copied, RA clear), the question as received, answers owned by the question name (pointer 0xC00C),
-SOA in Authority for NXDOMAIN/NODATA, SRV targets' addresses in Additional, then the OPT RR when
-the query had one. Too large: drop Additional (keep OPT) without TC; still too large: set TC,
-empty Authority, keep the longest prefix of answers that fits.
-
-Everything else (other names and types, ANY, classes other than IN/ANY, unsynced views, services
-whose data the core would refuse to pack) returns None and goes through the answer core.
-Per-endpoint facts (health, lower-cased tags, namespace, parsed address, rdata bytes, SRV target)
-are computed once per service per view and kept for the last view seen (views are immutable and
-replaced whole, so identity is the key; memory is bounded by the view's size).
+Everything else (other names, ANY and zone transfers on them, classes other than IN/ANY,
+unsynced views, services whose data the core would refuse to pack, reverse names we do not know)
+returns None and goes through the answer core. Per-endpoint facts (health, lower-cased tags,
+namespace, parsed address, rdata bytes, Consul SRV target) are computed once per service per view,
+the records a name answers (``fastwire.RecordSet``, before the per-query shuffle) once per name
+and type, PTR targets once per known address, and kept for the last view seen (views are immutable
+and replaced whole, so identity is the key). Only names the view has are remembered, so memory is
+bounded by the view's size, not by what clients ask.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import struct
+import sys
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from dnslib import DNSLabel
 
-from dnsserver import wire
+from dnsserver import fastwire, wire
 from dnsserver.answers import soa_record
-from dnsserver.answers_base import Context, IPAddress, _address_rdata, clamp_ttl, ip_of
+from dnsserver.answers_base import Context, IPAddress, clamp_ttl, ip_of
 from dnsserver.answers_consul import CONSUL_SRV_PRIORITY, _srv_target
+from dnsserver.answers_k8s import K8S_SRV_PRIORITY, endpoint_name, service_name
+from dnsserver.answers_reverse import ptr_targets
 from dnsserver.config import DnsConfig
-from dnsserver.names import _CONSUL_KINDS, ConsulService, K8sService, NxDomain, _split, _zones, parse_name
+from dnsserver.fastnames import CONSUL, K8S_ENDPOINT, K8S_PORT, K8S_SERVICE, NX, FastNames, Zone, from_parsed
+from dnsserver.fastwire import (
+    NO_NAME,
+    NO_RECORDS,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_PTR,
+    TYPE_SOA,
+    TYPE_SRV,
+    Found,
+    RecordSet,
+    address_rdata,
+    address_set,
+    assemble,
+    expand,
+    ptr_records,
+    srv_set,
+)
+from dnsserver.names import parse_name
 from dnsserver.view import Endpoint, RegistryView
 
-TYPE_A: Final = 1
-TYPE_SOA: Final = 6
-TYPE_AAAA: Final = 28
-TYPE_SRV: Final = 33
+TYPE_ANY: Final = 255
 _REFUSED_TYPES: Final = frozenset({251, 252})  # IXFR, AXFR: REFUSED by the core
+_DECLINED_TYPES: Final = frozenset({251, 252, TYPE_ANY})  # left to the core on names that exist
 _CLASSES: Final = (1, 255)  # IN, ANY; the core REFUSES others in our zones
 _AA_QR: Final = 0x8400
 _RD_CD: Final = 0x0110
-_TC: Final = 0x0200
-_HEADER = struct.Struct("!6H")
-_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-_SRV_FIXED = struct.Struct("!HHH")
 _TYPE_CLASS = struct.Struct("!HH")
-_SOA_TIMES = struct.Struct("!IIIII")
-_OWNER_IS_QNAME: Final = b"\xc0\x0c"  # compression pointer to the question name (offset 12)
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_SOA_MEMO: Final = 4096
+_SET_MEMO: Final = 200_000
+_MEMO_TYPES: Final = frozenset({TYPE_A, TYPE_AAAA, TYPE_SRV})  # other types are rare: built each time
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +99,24 @@ class Member:
     srv_weight: int
 
 
+_NO_TAGS: Final[frozenset[str]] = frozenset()
+
+
 class FastPath:
     def __init__(self, config: DnsConfig) -> None:
         self.config = config
         self._view: RegistryView | None = None
         self._members: dict[str, tuple[Member, ...] | None] = {}
         self._soa: dict[str, tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]]] = {}
+        self._soa_records: dict[tuple[str, tuple[bytes, ...], int], bytes] = {}
+        # packed address -> (TTL, PTR target names, whether the answer can be remembered by length)
+        self._ptr: dict[bytes, tuple[int, tuple[tuple[bytes, ...], ...], bool]] = {}
+        self._ptr_answers: dict[tuple[bytes, int], tuple[bytes, ...]] = {}
+        # (kind, names..., qtype) -> what to answer, before this query's shuffle (see ``RecordSet``)
+        self._sets: dict[tuple[Any, ...], RecordSet] = {}
+        self._labels: dict[bytes, bytes] = {}
         self._names = FastNames(config, config.datacenter)
-        # (service, qtype) -> (name exists, records before the shuffle) for untagged Consul A/AAAA
-        self._records: dict[tuple[str, int], tuple[bool, tuple[bytes, ...]]] = {}
+        self._cluster_ttl = clamp_ttl(config.cluster_ttl)
 
     def reply(
         self, view: RegistryView, q: wire.Query, rng: random.Random, *, max_size: int, payload: int
@@ -95,30 +124,34 @@ class FastPath:
         """(reply bytes, answer records before truncation), or None: use the answer core."""
         if not view.synced or q.qclass not in _CLASSES:
             return None
-        qtype = q.qtype
         if view is not self._view:
-            self._view, self._members, self._soa, self._records = view, {}, {}, {}
-            if view.datacenter != self._names.view_dc:
-                self._names = FastNames(self.config, view.datacenter)
-        labels = q.labels()
-        fast = self._names.classify(q.qname_lower)
-        if fast is None:
-            qname = DNSLabel.__new__(DNSLabel)
-            qname.label = labels
-            parsed = parse_name(qname, self.config, (self.config.datacenter, view.datacenter))
-            if parsed is None:
+            self._use(view)
+        qtype = q.qtype
+        classified = self._names.classify(q.qname_lower)
+        if classified is None:
+            classified = from_parsed(
+                parse_name(_label(q.labels()), self.config, (self.config.datacenter, view.datacenter))
+            )
+            if classified is None:
                 return None
-            query: object = parsed.query
-        else:
-            query, parsed = fast[0], None
-        if isinstance(query, ConsulService) and qtype in (TYPE_A, TYPE_AAAA, TYPE_SRV):
-            found = self._consul(view, query, qtype, rng)
-        elif isinstance(query, K8sService) and qtype in (TYPE_A, TYPE_AAAA):
-            found = self._k8s(view, query, qtype, rng)
-        elif isinstance(query, NxDomain) and qtype not in _REFUSED_TYPES:
+        kind, zone, args = classified
+        found: Found | None
+        if kind == NX:
+            if qtype in _REFUSED_TYPES:
+                return None
             found = (False, [], [])
-        else:
+        elif qtype in _DECLINED_TYPES:
             return None
+        elif kind == CONSUL:
+            found = self._consul(view, args[0], args[1], qtype, rng)
+        elif kind == K8S_SERVICE:
+            found = self._k8s_service(view, args[0], args[1], qtype, rng)
+        elif kind == K8S_PORT:
+            found = self._k8s_port(view, args, qtype, rng)
+        elif kind == K8S_ENDPOINT:
+            found = self._k8s_endpoint(view, args[0], args[1], args[2], qtype, rng)
+        else:
+            found = self._reverse(view, args[0], qtype, q)
         if found is None:
             return None
         exists, answers, additional = found
@@ -127,77 +160,199 @@ class FastPath:
         opt = b""
         if q.edns is not None:
             opt = b"\x00" + _RR_FIXED.pack(wire.OPT_TYPE, payload, 0x8000 if q.edns.do else 0, 0)
-        if answers:
-            authority = b""
-        elif parsed is not None:
-            authority = self._soa_bytes(view, parsed.zone_name, len(parsed.origin.label), labels, question)
-        else:
-            assert fast is not None
-            authority = self._soa_bytes(view, fast[1], fast[2], labels, question)
-        data = _assemble(q.id, head, labels, question, answers, authority, additional, opt, max_size)
+        labels: tuple[bytes, ...] = ()
+        authority = b""
+        if not answers:
+            labels = q.labels()
+            authority = self._soa_bytes(view, zone, labels, question)
+        elif additional:
+            labels = q.labels()
+        data = assemble(q.id, head, labels, question, answers, authority, additional, opt, max_size)
         return data, len(answers)
 
-    # --- record sets, step for step as answers_consul.service / answers_k8s.service ---
+    def _use(self, view: RegistryView) -> None:
+        """Forget what was computed for the previous view."""
+        self._view, self._members, self._soa, self._sets, self._ptr = view, {}, {}, {}, {}
+        self._soa_records, self._ptr_answers, self._labels = {}, {}, {}
+        if view.datacenter != self._names.view_dc:
+            self._names = FastNames(self.config, view.datacenter)
+
+    def _remember(self, key: tuple[Any, ...], records: RecordSet) -> None:
+        """Keep a record set for this view (callers pass only keys made of the view's own names)."""
+        if len(self._sets) >= _SET_MEMO:  # a bound for views with very many names; refilled on demand
+            self._sets.clear()
+        self._sets[key] = records
+
+    # --- record sets, step for step as answers_consul / answers_k8s / answers_reverse ---
+    # Each ``*_set`` method decides what to answer (no random draws), memoised per view for the
+    # address and SRV types; ``_expand`` then draws this query's order exactly as the core does.
 
     def _consul(
-        self, view: RegistryView, query: ConsulService, qtype: int, rng: random.Random
-    ) -> tuple[bool, list[bytes], list[tuple[tuple[bytes, ...], bytes]]] | None:
-        tag = query.tag
-        if tag is None and qtype != TYPE_SRV:  # the commonest miss: the records come from a per-view memo
-            memo_key = (query.service, qtype)
-            memo = self._records.get(memo_key)
-            if memo is None:
-                members = self._members_of(view, query.service)
-                if members is None:
-                    return None
-                memo = self._untagged(query.service, members, qtype)
-                if members:  # only services the view has: client-chosen names must not grow the table
-                    self._records[memo_key] = memo
-            records = list(memo[1])
-            if len(records) > 1:  # shuffling fewer draws nothing from rng, as in the core
-                rng.shuffle(records)
-            return memo[0], records, []
-        members = self._members_of(view, query.service)
-        if members is None:
-            return None
-        healthy = [m for m in members if m.healthy and (tag is None or tag in m.tags)]
-        if not healthy:
-            return False, [], []
-        config = self.config
-        ttl = clamp_ttl(config.service_ttls.get(query.service.lower(), config.consul_ttl))
-        if qtype == TYPE_SRV:
-            return True, *_srv(healthy, ttl, rng)
-        return True, _addresses([(m.key, m.rdata) for m in healthy], qtype, ttl, rng), []
+        self, view: RegistryView, service: str, tag: str | None, qtype: int, rng: random.Random
+    ) -> Found | None:
+        key = (CONSUL, service, tag, qtype)
+        records = self._sets.get(key)
+        if records is None:
+            members = self._members_of(view, service)
+            if members is None:
+                return None
+            healthy = [m for m in members if m.healthy and (tag is None or tag in m.tags)]
+            records = self._consul_set(service, healthy, qtype)
+            # Only names of the view: client-chosen services, tags and types must not grow the table.
+            if members and (tag is None or healthy) and qtype in _MEMO_TYPES:
+                self._remember(key, records)
+        return expand(records, rng)
 
-    def _untagged(self, service: str, members: tuple[Member, ...], qtype: int) -> tuple[bool, tuple[bytes, ...]]:
-        """(name exists, A/AAAA records before the shuffle) of an untagged Consul service query."""
-        healthy = [m for m in members if m.healthy]
+    def _consul_set(self, service: str, healthy: list[Member], qtype: int) -> RecordSet:
         if not healthy:
-            return False, ()
+            return NO_NAME  # Consul: no healthy instance -> NXDOMAIN
         config = self.config
         ttl = clamp_ttl(config.service_ttls.get(service.lower(), config.consul_ttl))
-        return True, tuple(_address_records([(m.key, m.rdata) for m in healthy], qtype, ttl))
+        if qtype == TYPE_SRV:
+            entries = [
+                (m.srv_weight, m.endpoint.port, m.srv_target, m.key, m.rdata)
+                for m in healthy
+                if m.srv_target is not None
+            ]
+            return srv_set(entries, CONSUL_SRV_PRIORITY, None, ttl)
+        return address_set([(m.key, m.rdata) for m in healthy], qtype, ttl)
 
-    def _k8s(
-        self, view: RegistryView, query: K8sService, qtype: int, rng: random.Random
-    ) -> tuple[bool, list[bytes], list[tuple[tuple[bytes, ...], bytes]]] | None:
-        members = self._members_of(view, query.service)
-        if members is None:
-            return None
-        mine = [m for m in members if m.namespace == query.namespace]
-        if not mine:
-            return False, [], []
-        ttl = clamp_ttl(self.config.cluster_ttl)
-        cluster_ip = next((m.cluster_ip for m in mine if m.cluster_ip is not None), None)
-        if cluster_ip is not None:  # answered even with no ready endpoint (CoreDNS)
-            again = ip_of(str(cluster_ip))  # the core re-parses the text form; keep its exact value
-            if again is None:
+    def _namespace_members(self, view: RegistryView, service: str, namespace: str) -> list[Member] | None:
+        members = self._members_of(view, service)
+        return None if members is None else [m for m in members if m.namespace == namespace]
+
+    def _k8s_service(
+        self, view: RegistryView, service: str, namespace: str, qtype: int, rng: random.Random
+    ) -> Found | None:
+        key = (K8S_SERVICE, service, namespace, qtype)
+        records = self._sets.get(key)
+        if records is None:
+            mine = self._namespace_members(view, service, namespace)
+            if mine is None:
                 return None
-            return True, _addresses([(again.packed, _rdata(again))], qtype, ttl, rng), []
+            built = self._k8s_service_set(mine, service, namespace, qtype)
+            if built is None:
+                return None
+            records = built
+            if mine and qtype in _MEMO_TYPES:
+                self._remember(key, records)
+        return expand(records, rng)
+
+    def _k8s_service_set(self, mine: list[Member], service: str, namespace: str, qtype: int) -> RecordSet | None:
+        if not mine:
+            return NO_NAME
+        ttl = self._cluster_ttl
+        cluster_ip = _cluster_ip(mine)
+        if cluster_ip is not None:  # answered even with no ready endpoint (CoreDNS)
+            if qtype == TYPE_SRV:
+                return self._clustersrv_set(mine, cluster_ip, service, namespace, None)
+            again = ip_of(str(cluster_ip))  # the core re-parses the text form; keep its exact value
+            if again is None:  # pragma: no cover - the text form of a parsed address parses
+                return None
+            return address_set([(again.packed, address_rdata(again))], qtype, ttl)
         ready = [m for m in mine if m.healthy]
         if not ready:
-            return False, [], []
-        return True, _addresses([(m.key, m.rdata) for m in ready], qtype, ttl, rng), []
+            return NO_NAME  # headless with no ready endpoint
+        if qtype == TYPE_SRV:
+            return self._endpointsrv_set(ready, service, namespace, None)
+        return address_set([(m.key, m.rdata) for m in ready], qtype, ttl)
+
+    def _k8s_endpoint(
+        self, view: RegistryView, hostname: str, service: str, namespace: str, qtype: int, rng: random.Random
+    ) -> Found | None:
+        key = (K8S_ENDPOINT, hostname, service, namespace, qtype)
+        records = self._sets.get(key)
+        if records is None:
+            mine = self._namespace_members(view, service, namespace)
+            if mine is None:
+                return None
+            matching = [m for m in mine if m.healthy and m.endpoint.hostname.lower() == hostname]
+            if not matching:
+                records = NO_NAME
+            elif qtype == TYPE_SRV:
+                records = self._endpointsrv_set(matching, service, namespace, None)
+            else:
+                records = address_set([(m.key, m.rdata) for m in matching], qtype, self._cluster_ttl)
+            if matching and qtype in _MEMO_TYPES:
+                self._remember(key, records)
+        return expand(records, rng)
+
+    def _k8s_port(
+        self, view: RegistryView, args: tuple[str, str, str, str], qtype: int, rng: random.Random
+    ) -> Found | None:
+        key = (K8S_PORT, *args)
+        records = self._sets.get(key)
+        if records is None:
+            port, protocol, service, namespace = args
+            mine = self._namespace_members(view, service, namespace)
+            if mine is None:
+                return None
+            cluster_ip = _cluster_ip(mine)
+            if cluster_ip is not None:
+                records = self._clustersrv_set(mine, cluster_ip, service, namespace, (port, protocol))
+            else:
+                ready = [m for m in mine if m.healthy]
+                records = self._endpointsrv_set(ready, service, namespace, (port, protocol))
+            if not records.records:
+                return False, [], []
+            self._remember(key, records)
+        found = expand(records, rng)  # drawn for every type, as in the core
+        return found if qtype == TYPE_SRV else (True, [], [])
+
+    def _endpointsrv_set(
+        self, ready: list[Member], service: str, namespace: str, port: tuple[str, str] | None
+    ) -> RecordSet:
+        """One SRV per (ready endpoint x matching named port), target the endpoint's name."""
+        ctx = self._context()
+        entries = []
+        for m in ready:
+            target = endpoint_name(ctx, m.endpoint, service, namespace)
+            if target is not None:
+                labels = self._shared(target.label)
+                entries += [(0, number, labels, m.key, m.rdata) for number in _ports(m, port)]
+        return srv_set(entries, K8S_SRV_PRIORITY, _k8s_weight, self._cluster_ttl)
+
+    def _clustersrv_set(
+        self, members: list[Member], cluster_ip: IPAddress, service: str, namespace: str, port: tuple[str, str] | None
+    ) -> RecordSet:
+        """One SRV per named port of the service, target the service name (``answers_k8s._cluster_srv``)."""
+        target = service_name(self._context(), service, namespace)
+        if target is None:
+            return NO_RECORDS
+        ip = ip_of(str(cluster_ip))
+        if ip is None:  # pragma: no cover - the text form of a parsed address parses
+            return NO_RECORDS
+        labels, key, rdata = self._shared(target.label), ip.packed, address_rdata(ip)
+        entries = [(0, number, labels, key, rdata) for m in members for number in _ports(m, port)]
+        return srv_set(entries, K8S_SRV_PRIORITY, _k8s_weight, self._cluster_ttl)
+
+    def _reverse(self, view: RegistryView, packed: bytes, qtype: int, q: wire.Query) -> Found | None:
+        """PTR records of a known address (``answers_reverse.reverse``); None when unknown (not ours)."""
+        known = self._ptr.get(packed)
+        if known is None:
+            targets = ptr_targets(self._context(view), ipaddress.ip_address(packed))
+            if not targets:
+                return None  # the core says "not ours" too: forward or REFUSED (client-chosen: not remembered)
+            names = tuple(self._shared(name.label) for name in targets)
+            # With no target in the reverse zone, nothing in the answer can point into the question,
+            # so its bytes depend only on where it starts: remembered per question length too.
+            known = min(targets.values()), names, all(name[-1:] != (b"arpa",) for name in names)
+            self._ptr[packed] = known
+        if qtype != TYPE_PTR:
+            return True, [], []
+        ttl, names, standalone = known
+        memo_key = (packed, len(q.qname))
+        answers = self._ptr_answers.get(memo_key) if standalone else None
+        if answers is None:
+            question = q.qname + _TYPE_CLASS.pack(qtype, q.qclass)
+            answers = ptr_records(q.labels(), question, names, ttl)
+            if standalone:
+                self._ptr_answers[memo_key] = answers
+        return True, list(answers), []
+
+    def _context(self, view: RegistryView | None = None) -> Context:
+        """A context for the core's name helpers (no query: they read only view and config)."""
+        return Context(view or self._view or RegistryView(), self.config, random.Random(0), DNSLabel(()), TYPE_SRV)
 
     def _members_of(self, view: RegistryView, service: str) -> tuple[Member, ...] | None:
         """Members of ``service`` (empty when unknown); None when the core must answer it."""
@@ -209,7 +364,7 @@ class FastPath:
         if not endpoints:
             return ()  # not remembered: client-chosen names must not grow the table
         members: tuple[Member, ...] | None
-        ctx = Context(view, self.config, random.Random(0), DNSLabel(()), TYPE_SRV)  # for _srv_target only
+        ctx = self._context(view)
         try:
             members = tuple(self._member(ctx, ep) for ep in endpoints)
         except Exception:  # data the core would fail on (e.g. an address dnslib cannot pack)
@@ -225,35 +380,54 @@ class FastPath:
         address = ip_of(ep.address)
         cluster_ip = ip_of(ep.cluster_ip) if ep.cluster_ip else None
         if cluster_ip is not None:
-            _rdata(cluster_ip)  # fail now (fall back) rather than while answering
+            address_rdata(cluster_ip)  # fail now (fall back) rather than while answering
         target = _srv_target(ctx, ep)
+        namespace = ep.namespace.lower()
         return Member(
             endpoint=ep,
             healthy=status == "passing" or (status == "warning" and not config.only_passing),
-            tags=frozenset(t.lower() for t in ep.tags),
-            namespace=ep.namespace.lower(),
+            tags=frozenset(t.lower() for t in ep.tags) if ep.tags else _NO_TAGS,
+            namespace=sys.intern(namespace),
             cluster_ip=cluster_ip,
             address=address,
             key=address.packed if address is not None else b"",
             # _rdata raises for what dnslib cannot pack (e.g. a scoped IPv6 "fe80::1%eth0"): then the
             # whole service goes to the core, which fails or copes exactly as it always did.
-            rdata=_rdata(address) if address is not None else b"",
-            srv_target=None if target is None else tuple(target.label),
+            rdata=address_rdata(address) if address is not None else b"",
+            srv_target=None if target is None else self._shared(target.label),
             srv_weight=max(0, min(ep.weight_warning if status == "warning" else ep.weight_passing, 65535)),
         )
 
-    def _soa_bytes(
-        self, view: RegistryView, zone_name: str, origin_len: int, labels: tuple[bytes, ...], question: bytes
-    ) -> bytes:
+    def _shared(self, labels: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """``labels`` with one bytes object per distinct label (targets repeat zone and datacenter labels)."""
+        table = self._labels
+        return tuple([table.setdefault(label, label) for label in labels])
+
+    def _soa_bytes(self, view: RegistryView, zone: Zone, labels: tuple[bytes, ...], question: bytes) -> bytes:
         """The zone SOA record as ``wire.pack_message`` writes it right after this question.
 
-        The zone is ``zone_name``, owned by the last ``origin_len`` labels of the question (as spelled).
+        The zone is ``zone`` (name, label count), owned by the question's last labels (as spelled).
+        Its bytes depend only on the question's last ``label count + 2`` labels (the longest suffix
+        the owner, MNAME ``ns.dns.<zone>`` or RNAME ``hostmaster.<zone>`` can point at) and on where
+        they start, so they are remembered by those (at most ``_SOA_MEMO`` per view: spellings are
+        client-chosen).
         """
+        zone_name, origin_len = zone
+        tail = labels[max(0, len(labels) - origin_len - 2) :]
+        memo_key = (zone_name, tail, len(question) - len(b"".join(tail)) - len(tail))
+        record = self._soa_records.get(memo_key)
+        if record is None:
+            record = self._soa_record(view, zone, labels, question)
+            if len(self._soa_records) >= _SOA_MEMO:
+                self._soa_records.clear()
+            self._soa_records[memo_key] = record
+        return record
+
+    def _soa_record(self, view: RegistryView, zone: Zone, labels: tuple[bytes, ...], question: bytes) -> bytes:
+        zone_name, origin_len = zone
         cached = self._soa.get(zone_name)
         if cached is None:
-            qname = DNSLabel.__new__(DNSLabel)
-            qname.label = labels
-            parsed = parse_name(qname, self.config, (self.config.datacenter, view.datacenter))
+            parsed = parse_name(_label(labels), self.config, (self.config.datacenter, view.datacenter))
             if parsed is None or parsed.zone_name != zone_name:  # pragma: no cover - FastNames agrees
                 raise RuntimeError("fast classifier and parse_name disagree on the zone")
             ctx = Context(view, self.config, random.Random(0), DNSLabel(labels), TYPE_SOA)
@@ -261,202 +435,29 @@ class FastPath:
             cached = (rr.ttl, tuple(rr.rdata.mname.label), tuple(rr.rdata.rname.label), tuple(rr.rdata.times))
             self._soa[zone_name] = cached
         ttl, mname, rname, times = cached
-        data = bytearray(wire.HEADER_LEN)
-        names = _question_names(data, labels, question)
-        start = len(data)
-        wire._encode_name(data, names, labels[len(labels) - origin_len :])
-        data += _RR_FIXED.pack(TYPE_SOA, 1, ttl, 0)
-        rdata_at = len(data)
-        wire._encode_name(data, names, mname)
-        wire._encode_name(data, names, rname)
-        data += _SOA_TIMES.pack(*times)
-        struct.pack_into("!H", data, rdata_at - 2, len(data) - rdata_at)
-        return bytes(data[start:])
+        return fastwire.soa_record(labels, question, origin_len, ttl, mname, rname, times)
 
 
-_NX: Final = NxDomain()
-_CONSUL_KINDS_B: Final = frozenset(k.encode() for k in _CONSUL_KINDS)
-Classified = tuple[ConsulService | K8sService | NxDomain, str, int]  # (query, zone name, zone's label count)
+def _label(labels: tuple[bytes, ...]) -> DNSLabel:
+    """A DNSLabel of already-split labels, without DNSLabel's parsing constructor."""
+    name = DNSLabel.__new__(DNSLabel)
+    name.label = labels
+    return name
 
 
-class FastNames:
-    """A quick classifier for the names the fast path serves, on the lower-cased wire name.
-
-    ``classify`` recognises ``<svc>.service[.<dc>].<domain>``, ``<tag>.<svc>.service[.<dc>].<domain>``
-    (and the NXDOMAIN of a foreign datacenter there) and ``<svc>.<ns>.svc.<cluster_domain>``; for
-    anything else it returns None and the caller asks ``names.parse_name``, which stays the single
-    source of truth: whenever ``classify`` answers, it is what ``parse_name`` returns for the same
-    name, config and datacenters (tests/dnsserver/test_fastnames.py checks that with hypothesis).
-    Built once per config and view datacenter (the datacenter set is computed here, not per query).
-    """
-
-    __slots__ = ("_cluster", "_cluster_n", "_cluster_zone", "_consul", "_consul_n", "_consul_zone", "_dcs", "view_dc")
-
-    def __init__(self, config: DnsConfig, view_dc: str) -> None:
-        self.view_dc = view_dc
-        self._dcs = frozenset(dc.lower().encode("utf-8") for dc in (config.datacenter, view_dc))
-        zones = [z for _, z in _zones(config.domain, config.cluster_domain)]
-        consul, cluster = _split(config.domain), _split(config.cluster_domain)
-        # Only when no zone is a suffix of another (no nesting to arbitrate) and all are ASCII.
-        usable = all(a == b or a[len(a) - len(b) :] != b for a in zones for b in zones) and all(
-            label.isascii() for z in zones for label in z
-        )
-        self._consul = _wire(consul) if usable and consul else None
-        self._cluster = _wire(cluster) if usable and cluster else None
-        self._consul_n, self._consul_zone = len(consul), ".".join(consul)
-        self._cluster_n, self._cluster_zone = len(cluster), ".".join(cluster)
-
-    def classify(self, qname_lower: bytes) -> Classified | None:
-        if not qname_lower.isascii():
-            return None
-        suffix = self._consul
-        consul = suffix is not None and qname_lower.endswith(suffix)
-        if not consul:
-            suffix = self._cluster
-            if suffix is None or not qname_lower.endswith(suffix):
-                return None
-        assert suffix is not None
-        boundary = len(qname_lower) - len(suffix)  # where the zone's first length octet must be
-        rest = []
-        pos = 0
-        while pos < boundary:
-            n = qname_lower[pos]
-            rest.append(qname_lower[pos + 1 : pos + 1 + n])
-            pos += 1 + n
-            if len(rest) > 4:
-                return None
-        if pos != boundary:
-            return None  # the suffix match is not on a label boundary
-        n = len(rest)
-        if not consul:
-            if n == 3 and rest[2] == b"svc":
-                return K8sService(rest[0].decode(), rest[1].decode()), self._cluster_zone, self._cluster_n
-            return None
-        if n < 2:
-            return None
-        last = rest[-1]
-        if last == b"service":
-            prefix = rest[:-1]
-        elif n >= 3 and rest[-2] == b"service" and last not in _CONSUL_KINDS_B:
-            if last not in self._dcs:
-                return _NX, self._consul_zone, self._consul_n
-            prefix = rest[:-2]
-        else:
-            return None
-        if len(prefix) == 1:
-            return ConsulService(prefix[0].decode()), self._consul_zone, self._consul_n
-        if len(prefix) == 2 and not (prefix[0][:1] == b"_" and prefix[1][:1] == b"_"):
-            return ConsulService(prefix[1].decode(), prefix[0].decode()), self._consul_zone, self._consul_n
-        return None
+def _cluster_ip(members: list[Member]) -> IPAddress | None:
+    """``answers_k8s._cluster_ip``: the first member's parsable cluster IP."""
+    for m in members:
+        if m.cluster_ip is not None:
+            return m.cluster_ip
+    return None
 
 
-def _wire(labels: tuple[str, ...]) -> bytes:
-    """``labels`` as the tail of a wire name: each length-prefixed, then the root's 0."""
-    return b"".join(bytes([len(label)]) + label.encode("ascii") for label in labels) + b"\x00"
+def _ports(member: Member, port: tuple[str, str] | None) -> list[int]:
+    """Numbers of ``member``'s named ports matching ``port`` (name, protocol); all of them for None."""
+    return [p.port for p in member.endpoint.named_ports() if port is None or (p.name.lower(), p.protocol) == port]
 
 
-def _rdata(ip: IPAddress) -> bytes:
-    """A/AAAA rdata bytes exactly as ``wire.pack_message`` writes the core's rdata object."""
-    return bytes(_address_rdata(ip).data)
-
-
-def _question_names(data: bytearray, labels: tuple[bytes, ...], question: bytes) -> dict[tuple[bytes, ...], int]:
-    """Append the question to ``data`` (a bare header) and return the compression table it leaves."""
-    names: dict[tuple[bytes, ...], int] = {}
-    wire._encode_name(data, names, labels)
-    data += question[-4:]
-    return names
-
-
-def _addresses(found: list[tuple[bytes, bytes]], qtype: int, ttl: int, rng: random.Random) -> list[bytes]:
-    """``answers_base.address_records`` for A or AAAA: dedupe by address, shuffle, pack.
-
-    ``found`` holds (packed address, rdata) pairs; the packed form's length tells the family and
-    its equality is the addresses' equality (scoped IPv6 addresses never get here: see ``_member``).
-    """
-    records = _address_records(found, qtype, ttl)
-    if len(records) > 1:  # shuffling fewer draws nothing from rng, as in the core
-        rng.shuffle(records)
-    return records
-
-
-def _address_records(found: list[tuple[bytes, bytes]], qtype: int, ttl: int) -> list[bytes]:
-    """The A or AAAA records of ``_addresses`` in their order before the shuffle."""
-    size = 4 if qtype == TYPE_A else 16
-    unique: dict[bytes, bytes] = {}
-    for key, rdata in found:
-        if len(key) == size and key not in unique:
-            unique[key] = rdata
-    prefix = _OWNER_IS_QNAME + _RR_FIXED.pack(qtype, 1, ttl, size)
-    return [prefix + r for r in unique.values()]
-
-
-def _srv(
-    healthy: list[Member], ttl: int, rng: random.Random
-) -> tuple[list[bytes], list[tuple[tuple[bytes, ...], bytes]]]:
-    """``answers_base.SrvBuilder`` for Consul: SRV answers and the targets' (name, A/AAAA record tail)."""
-    keys: dict[tuple[int, int, tuple[bytes, ...]], None] = {}
-    extra: dict[tuple[tuple[bytes, ...], bytes], bytes] = {}  # (target, packed address) -> rdata
-    for m in healthy:
-        target = m.srv_target
-        if target is None:
-            continue
-        keys[(m.srv_weight, m.endpoint.port, target)] = None
-        if m.key:
-            extra.setdefault((target, m.key), m.rdata)
-    order = list(keys)
-    rng.shuffle(order)
-    answers = []
-    for weight, port, target in order:
-        rdata = _SRV_FIXED.pack(CONSUL_SRV_PRIORITY, weight, port) + _plain_name(target)
-        answers.append(_OWNER_IS_QNAME + _RR_FIXED.pack(TYPE_SRV, 1, ttl, len(rdata)) + rdata)
-    position = {key[2]: i for i, key in enumerate(order)}
-    additional = []
-    for (target, key), rdata in sorted(extra.items(), key=lambda item: position[item[0][0]]):
-        rtype = TYPE_A if len(key) == 4 else TYPE_AAAA
-        additional.append((target, _RR_FIXED.pack(rtype, 1, ttl, len(rdata)) + rdata))
-    return answers, additional
-
-
-def _plain_name(labels: tuple[bytes, ...]) -> bytes:
-    """An uncompressed wire name (SRV targets are never compressed, RFC 2782)."""
-    return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
-
-
-def _assemble(
-    qid: int,
-    flags: int,
-    labels: tuple[bytes, ...],
-    question: bytes,
-    answers: list[bytes],
-    authority: bytes,
-    additional: list[tuple[tuple[bytes, ...], bytes]],
-    opt: bytes,
-    max_size: int,
-) -> bytes:
-    """The message, with ``wire.finish``'s size rules (see the module doc)."""
-    arcount = 1 if opt else 0
-    body = b"".join(answers)
-    nscount = 1 if authority else 0
-    fixed = wire.HEADER_LEN + len(question) + len(body) + len(authority) + len(opt)
-    if additional:
-        data = bytearray(_HEADER.pack(qid, flags, 1, len(answers), nscount, len(additional) + arcount))
-        names = _question_names(data, labels, question)
-        data += body
-        data += authority
-        for owner, tail in additional:
-            wire._encode_name(data, names, owner)
-            data += tail
-        data += opt
-        if len(data) <= max_size:
-            return bytes(data)
-    if fixed <= max_size:
-        return _HEADER.pack(qid, flags, 1, len(answers), nscount, arcount) + question + body + authority + opt
-    room = max_size - (wire.HEADER_LEN + len(question) + len(opt))
-    kept = 0
-    for record in answers:  # every record's bytes are independent of the ones after it
-        room -= len(record)
-        if room < 0:
-            break
-        kept += 1
-    return _HEADER.pack(qid, flags | _TC, 1, kept, 0, arcount) + question + b"".join(answers[:kept]) + opt
+def _k8s_weight(count: int) -> int:
+    """CoreDNS weights: floor(100 / number of SRV records)."""
+    return 100 // count if count else 0

@@ -12,15 +12,17 @@ Path of a packet:
 1. raw cache (``packet[2:]`` → entry): patch the ID, done. No parsing.
 2. ``wire.parse_query``; malformed → FORMERR/BADVERS/NOTIMP or drop (``wire`` lists the rules).
 3. normalised cache (lower-cased name, type, class, flags, transport, EDNS size, DO): respell the
-   question in the client's case, patch the ID.
-4. miss: the wire fast path (``fastpath.py``) writes the reply bytes directly for the common
-   names (Consul service A/AAAA/SRV, K8s service A/AAAA, NXDOMAIN) when the answer core is the
-   real one; otherwise build the request ``DNSRecord`` from the parsed question (no second parse)
-   and call the answer core; ``None`` means not our zone → forward (or REFUSED without upstreams).
-   Our replies are finished (OPT, truncation) and cached (normalised map; the raw key and the
-   variant builder are added on the first repeat, ``cache.py``). One shuffle is built per miss;
-   when the answer has two or more records the entry builds up to ``VARIANTS - 1`` more, one per
-   later hit. The question section is always the client's, as received (RFC 1035, 0x20).
+   question in the client's case, patch the ID. The first repeat of a miss finds a first-sight
+   stub there and gives it its ``CacheEntry`` (metrics series, variant builder) and its raw key.
+4. miss: the wire fast path (``fastpath.py``) writes the reply bytes directly for nearly every
+   name in our zones (Consul service, Kubernetes service/endpoint/port, known PTR names,
+   NXDOMAIN; ANY and zone transfers excepted) when the answer core is the real one; otherwise
+   build the request ``DNSRecord`` from the parsed question (no second parse) and call the answer
+   core; ``None`` means not our zone → forward (or REFUSED without upstreams). Our replies are
+   finished (OPT, truncation) and cached as a first-sight stub (plain bytes in the normalised map,
+   ``cache.py``). One shuffle is built per miss; when the answer has two or more records the entry
+   builds up to ``VARIANTS - 1`` more, one per later hit. The question section is always the
+   client's, as received (RFC 1035, 0x20).
 5. Before the registry view is synced, names in our zones get SERVFAIL (CoreDNS before informer
    sync), and nothing is cached.
 Any exception is answered SERVFAIL and counted in ``mesh_dns_panics_total``; none escapes.
@@ -28,7 +30,6 @@ Any exception is answered SERVFAIL and counted in ``mesh_dns_panics_total``; non
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
@@ -40,7 +41,7 @@ from dnslib import DNSHeader, DNSRecord
 
 from dnsserver import wire
 from dnsserver.answers import answer
-from dnsserver.cache import AnswerCache, CacheEntry, CacheKey
+from dnsserver.cache import AnswerCache, CacheEntry, CacheKey, cache_key
 from dnsserver.config import DnsConfig
 from dnsserver.fastpath import FastPath
 from dnsserver.forward import Forwarder
@@ -149,29 +150,17 @@ class DnsHandler:
             return data
 
         edns = q.edns
-        payload = wire.udp_payload(edns, self._max_udp)
+        if edns is None:
+            payload, key_payload, do = wire.MIN_UDP, 0, False
+        else:
+            payload = key_payload = wire.udp_payload(edns, self._max_udp)
+            do = edns.do
         max_size = wire.MAX_TCP if tcp else payload
-        key: CacheKey = (
-            q.qname_lower,
-            q.qtype,
-            q.qclass,
-            q.flags,
-            tcp,
-            payload if edns is not None else 0,
-            edns is not None and edns.do,
-        )
+        key = cache_key(q.qname_lower, q.qtype, q.qclass, q.flags, tcp, key_payload, do)
         cache = self.cache
-        entry = cache.get(key)
-        if entry is not None:
-            entry.series.hits += 1
-            if entry.lazy:
-                self._attach(entry, q, view, max_size, payload)
-            tail = entry.take()
-            if entry.qname != q.qname:  # same name, other case: answer in the client's spelling
-                tail = tail[:10] + q.qname + tail[10 + len(q.qname) :]
-            else:
-                cache.remember_raw(packet[2:], tcp, entry)
-            return packet[:2] + tail
+        found = cache.get(key)
+        if found is not None:
+            return self._hit(packet, q, tcp, view, key, found, max_size, payload)
 
         metrics.cache_misses += 1
         fast = self._fast
@@ -179,8 +168,7 @@ class DnsHandler:
             built = fast.reply(view, q, self._rng, max_size=max_size, payload=payload)
             if built is not None:
                 data, count = built
-                lazy = _LAZY_FAST if count >= 2 else 0
-                return self._store(packet, q, tcp, key, data, wire.rcode_of(data), lazy, started)
+                return self._store(q, tcp, key, data, _LAZY_FAST if count >= 2 else 0, started)
 
         request = wire.request_record(q)
         reply = self._answer_fn(view, request, self.config, self._rng)
@@ -194,27 +182,45 @@ class DnsHandler:
             metrics.observe(metrics.series(proto, q.qtype, zone, wire.SERVFAIL), time.perf_counter() - started)
             return data
 
-        rcode = reply.header.rcode
         lazy = _LAZY_CORE if len(reply.rr) >= 2 else 0
         data = self._finish_ours(reply, request, max_size, edns, payload)
-        return self._store(packet, q, tcp, key, data, rcode, lazy, started)
+        return self._store(q, tcp, key, data, lazy, started)
 
-    def _store(
+    def _hit(
         self,
         packet: bytes,
         q: wire.Query,
         tcp: bool,
+        view: RegistryView,
         key: CacheKey,
-        data: bytes,
-        rcode: int,
-        lazy: int,
-        started: float,
+        found: CacheEntry | bytes,
+        max_size: int,
+        payload: int,
     ) -> bytes:
+        """A hit in the normalised map: serve it in the client's spelling; remember the raw bytes."""
+        cache = self.cache
+        if isinstance(found, bytes):  # first repeat of a miss: give it its entry (see cache.py)
+            proto = "tcp" if tcp else "udp"
+            series = self.metrics.series(proto, q.qtype, self._zone_of(q.qname_lower), cache.stub_rcode(found))
+            entry = cache.promote(key, found, len(q.qname), series)
+        else:
+            entry = found
+        entry.series.hits += 1
+        if entry.lazy:
+            self._attach(entry, q, view, max_size, payload)
+        tail = entry.take()
+        if entry.qname != q.qname:  # same name, other case: answer in the client's spelling
+            tail = tail[:10] + q.qname + tail[10 + len(q.qname) :]
+        else:
+            cache.remember_raw(packet[2:], tcp, entry)
+        return packet[:2] + tail
+
+    def _store(self, q: wire.Query, tcp: bool, key: CacheKey, data: bytes, lazy: int, started: float) -> bytes:
         """Cache our reply ``data`` and count it; ``lazy``: which builder makes more shuffles (``_attach``)."""
         metrics = self.metrics
-        series = metrics.series("tcp" if tcp else "udp", q.qtype, self._zone_of(q.qname_lower), rcode)
-        # Normalised map only: the first repeat finds it there and adds the raw key (see cache.py).
-        self.cache.put(key, CacheEntry((data[2:],), q.qname, series, lazy=lazy))
+        series = metrics.series("tcp" if tcp else "udp", q.qtype, self._zone_of(q.qname_lower), data[3] & 0x0F)
+        # A first-sight stub in the normalised map only: the first repeat promotes it (see cache.py).
+        self.cache.put_first(key, data, lazy)
         metrics.observe(series, time.perf_counter() - started)
         return data
 
@@ -224,7 +230,7 @@ class DnsHandler:
         Same key, so same type, class, flags, transport, payload and DO; only the spelling may differ.
         """
         if q.qname != entry.qname:
-            q = dataclasses.replace(q, qname=entry.qname)
+            q = q._replace(qname=entry.qname)
         fast = self._fast
         if entry.lazy == _LAZY_FAST and fast is not None:
             entry.more = partial(self._fast_variant, fast, view, q, max_size, payload)

@@ -8,7 +8,7 @@ from typing import Final
 
 from dnsserver.handler import DnsHandler
 from dnsserver.tcp import FRAME_TIMEOUT, IDLE_TIMEOUT, MAX_OUTSTANDING, TcpProtocol
-from dnsserver.udp import UdpProtocol
+from dnsserver.udp import UdpServer, open_udp
 
 _BIND_ATTEMPTS: Final = 20
 
@@ -20,15 +20,13 @@ class Listeners:
         self,
         host: str,
         port: int,
-        udp_transport: asyncio.DatagramTransport,
-        udp_protocol: UdpProtocol,
+        udp_server: UdpServer,
         tcp_server: asyncio.Server,
         tcp_connections: set[TcpProtocol],
     ) -> None:
         self.host = host
         self.port = port
-        self._udp_transport = udp_transport
-        self._udp_protocol = udp_protocol
+        self._udp_server = udp_server
         self._tcp_server = tcp_server
         self._tcp_connections = tcp_connections
 
@@ -41,7 +39,7 @@ class Listeners:
         self._tcp_server.close()
         for conn in list(self._tcp_connections):
             conn.abort()
-        await self._udp_protocol.close()
+        await self._udp_server.close()
         await self._tcp_server.wait_closed()
 
 
@@ -64,10 +62,8 @@ async def start_listeners(
     connections: set[TcpProtocol] = set()
     last_error: OSError | None = None
     for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
-        udp_transport, udp_protocol = await loop.create_datagram_endpoint(
-            lambda: UdpProtocol(handler), local_addr=(host, port)
-        )
-        bound: int = udp_transport.get_extra_info("sockname")[1]
+        udp_server = await open_udp(handler, host, port)
+        bound: int = udp_server.sockname[1]
         try:
             server = await loop.create_server(
                 lambda: TcpProtocol(
@@ -83,11 +79,11 @@ async def start_listeners(
                 reuse_address=True,
             )
         except OSError as exc:
-            udp_transport.close()
+            await udp_server.close()
             if port != 0 or exc.errno != errno.EADDRINUSE:
                 raise
             last_error = exc
             continue
-        return Listeners(host, bound, udp_transport, udp_protocol, server, connections)
+        return Listeners(host, bound, udp_server, server, connections)
     assert last_error is not None
     raise last_error

@@ -18,8 +18,7 @@ Bytes after the declared sections are ignored.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from dnslib import AAAA, EDNS0, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.label import DNSBuffer
@@ -50,8 +49,7 @@ _TYPE_CLASS = struct.Struct("!HH")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 
 
-@dataclass(frozen=True, slots=True)
-class Edns:
+class Edns(NamedTuple):
     """The client's OPT RR: advertised UDP payload size, DO bit, EDNS version."""
 
     payload: int
@@ -59,9 +57,12 @@ class Edns:
     version: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
-    """What the fast parser reads from a query packet."""
+class Query(NamedTuple):
+    """What the fast parser reads from a query packet.
+
+    A named tuple rather than a frozen dataclass: it is built once per cache miss, and a frozen
+    dataclass's ``__init__`` (one ``object.__setattr__`` per field) cost ~1.5 µs of a ~10 µs miss.
+    """
 
     id: int
     flags: int  # the 16-bit header flags word as received
@@ -190,20 +191,12 @@ def parse_query(packet: bytes) -> Query:
                     raise QueryError(FORMERR, "misplaced OPT", question=question, edns=edns)
                 if edns is not None:
                     raise QueryError(FORMERR, "more than one OPT", question=question, edns=edns)
-                edns = Edns(payload=rclass, do=bool(ttl & _DO), version=(ttl >> 16) & 0xFF)
+                edns = Edns(rclass, bool(ttl & _DO), (ttl >> 16) & 0xFF)
         if edns is not None and edns.version > 0:
             raise QueryError(BADVERS, "EDNS version not supported", question=question, edns=edns)
 
-    return Query(
-        id=qid,
-        flags=flags,
-        qname=packet[HEADER_LEN:name_end],
-        qname_lower=packet[HEADER_LEN:name_end].lower(),
-        qtype=qtype,
-        qclass=qclass,
-        edns=edns,
-        question_end=name_end + 4,
-    )
+    qname = packet[HEADER_LEN:name_end]
+    return Query(qid, flags, qname, qname.lower(), qtype, qclass, edns, name_end + 4)
 
 
 def udp_payload(edns: Edns | None, own_max: int) -> int:

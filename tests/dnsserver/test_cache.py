@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
-from dnsserver.cache import MAX_RAW_KEY, AnswerCache, CacheEntry, CacheKey
+from dnsserver.cache import MAX_RAW_KEY, AnswerCache, CacheEntry, CacheKey, cache_key
 from dnsserver.metrics import Series
 from tests.dnsserver.transport_helpers import a_records, make_handler, make_view, parse, query_bytes, svc
 
@@ -12,7 +14,44 @@ SERIES = Series("udp", "A", "cluster.local.", 0)
 
 
 def key(name: bytes) -> CacheKey:
-    return (name, 1, 1, 0x0100, False, 0, False)
+    return cache_key(name, 1, 1, 0x0100, False, 0, False)
+
+
+def test_keys_tell_every_field_apart() -> None:
+    base = (b"\x03web\x00", 1, 1, 0x0100, False, 0, False)
+    variants = [
+        (b"\x03weB\x00", 1, 1, 0x0100, False, 0, False),
+        (b"\x02we\x00", 1, 1, 0x0100, False, 0, False),
+        (b"\x03web\x00", 28, 1, 0x0100, False, 0, False),
+        (b"\x03web\x00", 1, 255, 0x0100, False, 0, False),
+        (b"\x03web\x00", 1, 1, 0x0000, False, 0, False),
+        (b"\x03web\x00", 1, 1, 0x0100, True, 0, False),
+        (b"\x03web\x00", 1, 1, 0x0100, False, 1232, False),
+        (b"\x03web\x00", 1, 1, 0x0100, False, 1232, True),
+    ]
+    keys = {cache_key(*base), *(cache_key(*v) for v in variants)}
+    assert len(keys) == len(variants) + 1
+    assert cache_key(*base) == cache_key(*base)
+
+
+def test_first_sight_stub_is_untracked_and_promotes() -> None:
+    """A miss leaves plain bytes (nothing for the garbage collector); the first repeat makes the entry."""
+    cache = AnswerCache(100)
+    qname = b"\x03Web\x00"
+    reply = b"\xbe\xef\x85\x03\x00\x01\x00\x00\x00\x00\x00\x00" + qname + b"\x00\x01\x00\x01"
+    cache.put_first(key(b"\x03web\x00"), reply, lazy=2)
+    stub = cache.get(key(b"\x03web\x00"))
+    assert isinstance(stub, bytes)
+    assert not gc.is_tracked(stub)
+    assert not gc.is_tracked(key(b"\x03web\x00"))
+    assert cache.stub_rcode(stub) == 3
+    entry = cache.promote(key(b"\x03web\x00"), stub, len(qname), SERIES)
+    assert cache.get(key(b"\x03web\x00")) is entry
+    assert entry.variants == (reply[2:],)
+    assert entry.qname == qname
+    assert entry.lazy == 2
+    assert entry.take() == reply[2:]
+    assert len(cache) == 1
 
 
 def test_entry_rotates_variants() -> None:
@@ -72,6 +111,7 @@ def test_handler_hit_patches_id_and_keeps_case() -> None:
     assert handler.metrics.cache_hits_total() == 1
 
     mixed = handler.respond(query_bytes("wEB.Default.svc.Cluster.Local.", qid=3), False)
+    assert isinstance(mixed, bytes)
     reply = parse(mixed)
     assert str(reply.q.qname) == "wEB.Default.svc.Cluster.Local."
     assert reply.header.id == 3
@@ -116,3 +156,34 @@ def test_handler_cache_bounded_under_unique_names() -> None:
         handler.respond(query_bytes(f"n{i}.default.svc.cluster.local.", qid=i), False)
     assert len(handler.cache) <= 64
     assert len(handler.cache.udp_raw) <= 64
+
+
+def test_first_repeat_in_another_spelling_keeps_each_spelling() -> None:
+    """The stub is promoted with its own spelling; the repeat is answered in the client's."""
+    handler = make_handler()
+    first = handler.respond(query_bytes("API.default.svc.cluster.local.", qid=1), False)
+    other = handler.respond(query_bytes("api.DEFAULT.svc.cluster.local.", qid=2), False)
+    again = handler.respond(query_bytes("API.default.svc.cluster.local.", qid=3), False)
+    assert isinstance(first, bytes)
+    assert isinstance(other, bytes)
+    assert isinstance(again, bytes)
+    assert str(parse(first).q.qname) == "API.default.svc.cluster.local."
+    assert str(parse(other).q.qname) == "api.DEFAULT.svc.cluster.local."
+    assert str(parse(again).q.qname) == "API.default.svc.cluster.local."
+    assert sorted(a_records(other)) == sorted(a_records(first)) == ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+    assert handler.metrics.cache_misses == 1
+    assert handler.metrics.cache_hits_total() == 2
+    assert handler.metrics.responses() == {("NOERROR", "cluster.local."): 3}
+
+
+def test_promoted_stub_keeps_its_place_in_the_eviction_order() -> None:
+    cache = AnswerCache(8)
+    reply = b"\x00\x00\x85\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01"
+    for i in range(8):
+        cache.put_first(key(bytes([1, 97 + i, 0])), reply)
+    stub = cache.get(key(b"\x01a\x00"))
+    assert isinstance(stub, bytes)
+    cache.promote(key(b"\x01a\x00"), stub, 3, SERIES)
+    cache.put_first(key(b"\x01z\x00"), reply)  # full: the oldest eighth goes, the promoted entry with it
+    assert cache.get(key(b"\x01a\x00")) is None
+    assert cache.get(key(b"\x01b\x00")) is not None
