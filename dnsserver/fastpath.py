@@ -44,12 +44,12 @@ from dnslib import DNSLabel
 
 from dnsserver import fastwire, wire
 from dnsserver.answers import soa_record
-from dnsserver.answers_base import Context, IPAddress, clamp_ttl, ip_of
+from dnsserver.answers_base import Context, IPAddress, clamp_ttl, ip_of, shuffled
 from dnsserver.answers_consul import CONSUL_SRV_PRIORITY, _srv_target
 from dnsserver.answers_k8s import K8S_SRV_PRIORITY, endpoint_name, service_name
 from dnsserver.answers_reverse import ptr_targets
 from dnsserver.config import DnsConfig
-from dnsserver.fastnames import CONSUL, K8S_ENDPOINT, K8S_PORT, K8S_SERVICE, NX, FastNames, Zone, from_parsed
+from dnsserver.fastnames import CONSUL, K8S_ENDPOINT, K8S_PORT, K8S_SERVICE, NX, REVERSE, FastNames, Zone, from_parsed
 from dnsserver.fastwire import (
     NO_NAME,
     NO_RECORDS,
@@ -60,10 +60,10 @@ from dnsserver.fastwire import (
     TYPE_SRV,
     Found,
     RecordSet,
+    additional_section,
     address_rdata,
     address_set,
     assemble,
-    expand,
     ptr_records,
     srv_set,
 )
@@ -78,9 +78,12 @@ _AA_QR: Final = 0x8400
 _RD_CD: Final = 0x0110
 _TYPE_CLASS = struct.Struct("!HH")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-_SOA_MEMO: Final = 4096
+_NS_DNS: Final = (b"ns", b"dns")
+_HOSTMASTER: Final = (b"hostmaster",)
 _SET_MEMO: Final = 200_000
 _MEMO_TYPES: Final = frozenset({TYPE_A, TYPE_AAAA, TYPE_SRV})  # other types are rare: built each time
+_NOTHING: Final[Found] = (False, [], b"", 0)  # NXDOMAIN
+_NO_DATA: Final[Found] = (True, [], b"", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ class FastPath:
         self._view: RegistryView | None = None
         self._members: dict[str, tuple[Member, ...] | None] = {}
         self._soa: dict[str, tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]]] = {}
-        self._soa_records: dict[tuple[str, tuple[bytes, ...], int], bytes] = {}
+        self._soa_records: dict[tuple[str, int, int, bytes | None, bool], bytes] = {}
         # packed address -> (TTL, PTR target names, whether the answer can be remembered by length)
         self._ptr: dict[bytes, tuple[int, tuple[tuple[bytes, ...], ...], bool]] = {}
         self._ptr_answers: dict[tuple[bytes, int], tuple[bytes, ...]] = {}
@@ -135,40 +138,58 @@ class FastPath:
             if classified is None:
                 return None
         kind, zone, args = classified
+        question = q.qname + _TYPE_CLASS.pack(qtype, q.qclass)
         found: Found | None
         if kind == NX:
             if qtype in _REFUSED_TYPES:
                 return None
-            found = (False, [], [])
+            found = _NOTHING
         elif qtype in _DECLINED_TYPES:
             return None
-        elif kind == CONSUL:
-            found = self._consul(view, args[0], args[1], qtype, rng)
-        elif kind == K8S_SERVICE:
-            found = self._k8s_service(view, args[0], args[1], qtype, rng)
-        elif kind == K8S_PORT:
-            found = self._k8s_port(view, args, qtype, rng)
-        elif kind == K8S_ENDPOINT:
-            found = self._k8s_endpoint(view, args[0], args[1], args[2], qtype, rng)
+        elif kind == REVERSE:
+            found = self._reverse(view, args[0], qtype, q, question)
         else:
-            found = self._reverse(view, args[0], qtype, q)
+            if kind == CONSUL:
+                picked = self._consul(view, args[0], args[1], qtype)
+            elif kind == K8S_SERVICE:
+                picked = self._k8s_service(view, args[0], args[1], qtype)
+            elif kind == K8S_PORT:
+                picked = self._k8s_port(view, args, qtype)
+            else:
+                picked = self._k8s_endpoint(view, args[0], args[1], args[2], qtype)
+            if picked is None:
+                return None
+            found = self._answer(picked, rng, q, question)
+            if kind == K8S_PORT and qtype != TYPE_SRV and found[0]:
+                found = _NO_DATA  # the SRV set exists; its shuffle was drawn all the same, as in the core
         if found is None:
             return None
-        exists, answers, additional = found
+        exists, answers, additional, additional_count = found
         head = _AA_QR | (q.flags & _RD_CD) | (wire.NOERROR if exists else wire.NXDOMAIN)
-        question = q.qname + _TYPE_CLASS.pack(qtype, q.qclass)
         opt = b""
         if q.edns is not None:
             opt = b"\x00" + _RR_FIXED.pack(wire.OPT_TYPE, payload, 0x8000 if q.edns.do else 0, 0)
-        labels: tuple[bytes, ...] = ()
-        authority = b""
-        if not answers:
-            labels = q.labels()
-            authority = self._soa_bytes(view, zone, labels, question)
-        elif additional:
-            labels = q.labels()
-        data = assemble(q.id, head, labels, question, answers, authority, additional, opt, max_size)
+        authority = b"" if answers else self._soa_bytes(view, zone, q.labels(), question)
+        data = assemble(q.id, head, question, answers, authority, additional, additional_count, opt, max_size)
         return data, len(answers)
+
+    @staticmethod
+    def _answer(records: RecordSet, rng: random.Random, q: wire.Query, question: bytes) -> Found:
+        """This query's answer from a record set: the core's shuffle (same draws), Additional in target order.
+
+        The Additional section is written for each query: it is compressed against the question as
+        spelled, so remembering it would mean remembering per question, i.e. a second answer cache.
+        """
+        rrs = records.records
+        if not records.targets:  # addresses (or nothing)
+            return records.exists, list(shuffled(rng, rrs)), b"", 0
+        order = fastwire.order(records, rng)
+        answers = [rrs[i] for i in order]
+        extra = records.extra
+        if not extra:
+            return True, answers, b"", 0
+        section = additional_section(records, order, q.labels(), question, sum(map(len, rrs)))
+        return True, answers, section, len(extra)
 
     def _use(self, view: RegistryView) -> None:
         """Forget what was computed for the previous view."""
@@ -184,24 +205,24 @@ class FastPath:
         self._sets[key] = records
 
     # --- record sets, step for step as answers_consul / answers_k8s / answers_reverse ---
-    # Each ``*_set`` method decides what to answer (no random draws), memoised per view for the
-    # address and SRV types; ``_expand`` then draws this query's order exactly as the core does.
+    # Each kind's method picks what to answer (a record set, no random draws; None: the core
+    # answers), memoised per view for the address and SRV types; ``_answer`` then draws this
+    # query's order exactly as the core does. Only names of the view are remembered: client-chosen
+    # services, tags, namespaces, hosts, ports and types must not grow the tables.
 
-    def _consul(
-        self, view: RegistryView, service: str, tag: str | None, qtype: int, rng: random.Random
-    ) -> Found | None:
+    def _consul(self, view: RegistryView, service: str, tag: str | None, qtype: int) -> RecordSet | None:
         key = (CONSUL, service, tag, qtype)
         records = self._sets.get(key)
-        if records is None:
-            members = self._members_of(view, service)
-            if members is None:
-                return None
-            healthy = [m for m in members if m.healthy and (tag is None or tag in m.tags)]
-            records = self._consul_set(service, healthy, qtype)
-            # Only names of the view: client-chosen services, tags and types must not grow the table.
-            if members and (tag is None or healthy) and qtype in _MEMO_TYPES:
-                self._remember(key, records)
-        return expand(records, rng)
+        if records is not None:
+            return records
+        members = self._members_of(view, service)
+        if members is None:
+            return None
+        healthy = [m for m in members if m.healthy and (tag is None or tag in m.tags)]
+        records = self._consul_set(service, healthy, qtype)
+        if members and (tag is None or healthy) and qtype in _MEMO_TYPES:
+            self._remember(key, records)
+        return records
 
     def _consul_set(self, service: str, healthy: list[Member], qtype: int) -> RecordSet:
         if not healthy:
@@ -221,22 +242,20 @@ class FastPath:
         members = self._members_of(view, service)
         return None if members is None else [m for m in members if m.namespace == namespace]
 
-    def _k8s_service(
-        self, view: RegistryView, service: str, namespace: str, qtype: int, rng: random.Random
-    ) -> Found | None:
+    def _k8s_service(self, view: RegistryView, service: str, namespace: str, qtype: int) -> RecordSet | None:
         key = (K8S_SERVICE, service, namespace, qtype)
         records = self._sets.get(key)
-        if records is None:
-            mine = self._namespace_members(view, service, namespace)
-            if mine is None:
-                return None
-            built = self._k8s_service_set(mine, service, namespace, qtype)
-            if built is None:
-                return None
-            records = built
-            if mine and qtype in _MEMO_TYPES:
-                self._remember(key, records)
-        return expand(records, rng)
+        if records is not None:
+            return records
+        mine = self._namespace_members(view, service, namespace)
+        if mine is None:
+            return None
+        built = self._k8s_service_set(mine, service, namespace, qtype)
+        if built is None:
+            return None
+        if mine and qtype in _MEMO_TYPES:
+            self._remember(key, built)
+        return built
 
     def _k8s_service_set(self, mine: list[Member], service: str, namespace: str, qtype: int) -> RecordSet | None:
         if not mine:
@@ -245,7 +264,7 @@ class FastPath:
         cluster_ip = _cluster_ip(mine)
         if cluster_ip is not None:  # answered even with no ready endpoint (CoreDNS)
             if qtype == TYPE_SRV:
-                return self._clustersrv_set(mine, cluster_ip, service, namespace, None)
+                return self._cluster_srv_set(mine, cluster_ip, service, namespace, None)
             again = ip_of(str(cluster_ip))  # the core re-parses the text form; keep its exact value
             if again is None:  # pragma: no cover - the text form of a parsed address parses
                 return None
@@ -254,52 +273,52 @@ class FastPath:
         if not ready:
             return NO_NAME  # headless with no ready endpoint
         if qtype == TYPE_SRV:
-            return self._endpointsrv_set(ready, service, namespace, None)
+            return self._endpoint_srv_set(ready, service, namespace, None)
         return address_set([(m.key, m.rdata) for m in ready], qtype, ttl)
 
     def _k8s_endpoint(
-        self, view: RegistryView, hostname: str, service: str, namespace: str, qtype: int, rng: random.Random
-    ) -> Found | None:
+        self, view: RegistryView, hostname: str, service: str, namespace: str, qtype: int
+    ) -> RecordSet | None:
         key = (K8S_ENDPOINT, hostname, service, namespace, qtype)
         records = self._sets.get(key)
-        if records is None:
-            mine = self._namespace_members(view, service, namespace)
-            if mine is None:
-                return None
-            matching = [m for m in mine if m.healthy and m.endpoint.hostname.lower() == hostname]
-            if not matching:
-                records = NO_NAME
-            elif qtype == TYPE_SRV:
-                records = self._endpointsrv_set(matching, service, namespace, None)
-            else:
-                records = address_set([(m.key, m.rdata) for m in matching], qtype, self._cluster_ttl)
-            if matching and qtype in _MEMO_TYPES:
-                self._remember(key, records)
-        return expand(records, rng)
+        if records is not None:
+            return records
+        mine = self._namespace_members(view, service, namespace)
+        if mine is None:
+            return None
+        matching = [m for m in mine if m.healthy and m.endpoint.hostname.lower() == hostname]
+        if not matching:
+            return NO_NAME
+        if qtype == TYPE_SRV:
+            records = self._endpoint_srv_set(matching, service, namespace, None)
+        else:
+            records = address_set([(m.key, m.rdata) for m in matching], qtype, self._cluster_ttl)
+        if qtype in _MEMO_TYPES:
+            self._remember(key, records)
+        return records
 
-    def _k8s_port(
-        self, view: RegistryView, args: tuple[str, str, str, str], qtype: int, rng: random.Random
-    ) -> Found | None:
+    def _k8s_port(self, view: RegistryView, args: tuple[str, str, str, str], qtype: int) -> RecordSet | None:
+        """The SRV set of ``_<port>._<proto>.<svc>.<ns>``, whatever the type (the caller answers NODATA)."""
         key = (K8S_PORT, *args)
         records = self._sets.get(key)
-        if records is None:
-            port, protocol, service, namespace = args
-            mine = self._namespace_members(view, service, namespace)
-            if mine is None:
-                return None
-            cluster_ip = _cluster_ip(mine)
-            if cluster_ip is not None:
-                records = self._clustersrv_set(mine, cluster_ip, service, namespace, (port, protocol))
-            else:
-                ready = [m for m in mine if m.healthy]
-                records = self._endpointsrv_set(ready, service, namespace, (port, protocol))
-            if not records.records:
-                return False, [], []
-            self._remember(key, records)
-        found = expand(records, rng)  # drawn for every type, as in the core
-        return found if qtype == TYPE_SRV else (True, [], [])
+        if records is not None:
+            return records
+        port, protocol, service, namespace = args
+        mine = self._namespace_members(view, service, namespace)
+        if mine is None:
+            return None
+        cluster_ip = _cluster_ip(mine)
+        if cluster_ip is not None:
+            records = self._cluster_srv_set(mine, cluster_ip, service, namespace, (port, protocol))
+        else:
+            ready = [m for m in mine if m.healthy]
+            records = self._endpoint_srv_set(ready, service, namespace, (port, protocol))
+        if not records.records:
+            return NO_NAME
+        self._remember(key, records)
+        return records
 
-    def _endpointsrv_set(
+    def _endpoint_srv_set(
         self, ready: list[Member], service: str, namespace: str, port: tuple[str, str] | None
     ) -> RecordSet:
         """One SRV per (ready endpoint x matching named port), target the endpoint's name."""
@@ -312,7 +331,7 @@ class FastPath:
                 entries += [(0, number, labels, m.key, m.rdata) for number in _ports(m, port)]
         return srv_set(entries, K8S_SRV_PRIORITY, _k8s_weight, self._cluster_ttl)
 
-    def _clustersrv_set(
+    def _cluster_srv_set(
         self, members: list[Member], cluster_ip: IPAddress, service: str, namespace: str, port: tuple[str, str] | None
     ) -> RecordSet:
         """One SRV per named port of the service, target the service name (``answers_k8s._cluster_srv``)."""
@@ -326,7 +345,7 @@ class FastPath:
         entries = [(0, number, labels, key, rdata) for m in members for number in _ports(m, port)]
         return srv_set(entries, K8S_SRV_PRIORITY, _k8s_weight, self._cluster_ttl)
 
-    def _reverse(self, view: RegistryView, packed: bytes, qtype: int, q: wire.Query) -> Found | None:
+    def _reverse(self, view: RegistryView, packed: bytes, qtype: int, q: wire.Query, question: bytes) -> Found | None:
         """PTR records of a known address (``answers_reverse.reverse``); None when unknown (not ours)."""
         known = self._ptr.get(packed)
         if known is None:
@@ -339,16 +358,15 @@ class FastPath:
             known = min(targets.values()), names, all(name[-1:] != (b"arpa",) for name in names)
             self._ptr[packed] = known
         if qtype != TYPE_PTR:
-            return True, [], []
+            return _NO_DATA
         ttl, names, standalone = known
         memo_key = (packed, len(q.qname))
         answers = self._ptr_answers.get(memo_key) if standalone else None
         if answers is None:
-            question = q.qname + _TYPE_CLASS.pack(qtype, q.qclass)
             answers = ptr_records(q.labels(), question, names, ttl)
             if standalone:
                 self._ptr_answers[memo_key] = answers
-        return True, list(answers), []
+        return True, list(answers), b"", 0
 
     def _context(self, view: RegistryView | None = None) -> Context:
         """A context for the core's name helpers (no query: they read only view and config)."""
@@ -391,7 +409,7 @@ class FastPath:
             cluster_ip=cluster_ip,
             address=address,
             key=address.packed if address is not None else b"",
-            # _rdata raises for what dnslib cannot pack (e.g. a scoped IPv6 "fe80::1%eth0"): then the
+            # address_rdata raises for what dnslib cannot pack (e.g. a scoped IPv6 "fe80::1%eth0"): then the
             # whole service goes to the core, which fails or copes exactly as it always did.
             rdata=address_rdata(address) if address is not None else b"",
             srv_target=None if target is None else self._shared(target.label),
@@ -407,35 +425,50 @@ class FastPath:
         """The zone SOA record as ``wire.pack_message`` writes it right after this question.
 
         The zone is ``zone`` (name, label count), owned by the question's last labels (as spelled).
-        Its bytes depend only on the question's last ``label count + 2`` labels (the longest suffix
-        the owner, MNAME ``ns.dns.<zone>`` or RNAME ``hostmaster.<zone>`` can point at) and on where
-        they start, so they are remembered by those (at most ``_SOA_MEMO`` per view: spellings are
-        client-chosen).
+        The record's bytes depend only on where the zone starts (the question's length) and on
+        which of its names compress into the question: the zone or its last labels (as far as the
+        question spells them in lower case), ``dns.<zone>`` or ``ns.dns.<zone>`` (for MNAME) and
+        ``hostmaster.<zone>`` (RNAME) just before it. They are remembered by exactly that (a
+        handful of keys per zone, whatever the names asked), so no client-chosen label is part of a key.
         """
         zone_name, origin_len = zone
-        tail = labels[max(0, len(labels) - origin_len - 2) :]
-        memo_key = (zone_name, tail, len(question) - len(b"".join(tail)) - len(tail))
+        soa = self._soa.get(zone_name)
+        if soa is None:
+            soa = self._soa_fields(view, zone_name, labels)
+        ttl, mname, rname, times = soa
+        zone_labels = mname[2:]
+        if mname[:2] != _NS_DNS or rname[1:] != zone_labels or rname[:1] != _HOSTMASTER:  # pragma: no cover
+            return fastwire.soa_record(labels, question, origin_len, ttl, mname, rname, times)  # make_name fell back
+        n = len(labels) - origin_len
+        lower = 0  # how many of the zone's labels, from the right, the question spells in lower case
+        while lower < origin_len and labels[-1 - lower] == zone_labels[-1 - lower]:
+            lower += 1
+        before = labels[n - 1] if n >= 1 else None
+        memo_key = (
+            zone_name,
+            len(question),
+            lower,
+            before if before == b"dns" or before == b"hostmaster" else None,
+            before == b"dns" and n >= 2 and labels[n - 2] == b"ns",
+        )
         record = self._soa_records.get(memo_key)
         if record is None:
-            record = self._soa_record(view, zone, labels, question)
-            if len(self._soa_records) >= _SOA_MEMO:
-                self._soa_records.clear()
+            record = fastwire.soa_record(labels, question, origin_len, ttl, mname, rname, times)
             self._soa_records[memo_key] = record
         return record
 
-    def _soa_record(self, view: RegistryView, zone: Zone, labels: tuple[bytes, ...], question: bytes) -> bytes:
-        zone_name, origin_len = zone
-        cached = self._soa.get(zone_name)
-        if cached is None:
-            parsed = parse_name(_label(labels), self.config, (self.config.datacenter, view.datacenter))
-            if parsed is None or parsed.zone_name != zone_name:  # pragma: no cover - FastNames agrees
-                raise RuntimeError("fast classifier and parse_name disagree on the zone")
-            ctx = Context(view, self.config, random.Random(0), DNSLabel(labels), TYPE_SOA)
-            rr = soa_record(ctx, parsed)
-            cached = (rr.ttl, tuple(rr.rdata.mname.label), tuple(rr.rdata.rname.label), tuple(rr.rdata.times))
-            self._soa[zone_name] = cached
-        ttl, mname, rname, times = cached
-        return fastwire.soa_record(labels, question, origin_len, ttl, mname, rname, times)
+    def _soa_fields(
+        self, view: RegistryView, zone_name: str, labels: tuple[bytes, ...]
+    ) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...], tuple[int, ...]]:
+        """(TTL, MNAME, RNAME, the five times) of the zone's SOA, from the core's ``soa_record``."""
+        parsed = parse_name(_label(labels), self.config, (self.config.datacenter, view.datacenter))
+        if parsed is None or parsed.zone_name != zone_name:  # pragma: no cover - FastNames agrees
+            raise RuntimeError("fast classifier and parse_name disagree on the zone")
+        ctx = Context(view, self.config, random.Random(0), DNSLabel(labels), TYPE_SOA)
+        rr = soa_record(ctx, parsed)
+        fields = (rr.ttl, tuple(rr.rdata.mname.label), tuple(rr.rdata.rname.label), tuple(rr.rdata.times))
+        self._soa[zone_name] = fields
+        return fields
 
 
 def _label(labels: tuple[bytes, ...]) -> DNSLabel:

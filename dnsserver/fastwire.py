@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,7 +30,8 @@ _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _SRV_FIXED = struct.Struct("!HHH")
 _SOA_TIMES = struct.Struct("!IIIII")
 _OWNER_IS_QNAME: Final = b"\xc0\x0c"  # compression pointer to the question name (offset 12)
-Found = tuple[bool, list[bytes], list[tuple[tuple[bytes, ...], bytes]]]  # exists, answers, additional
+# name exists, answer records, the Additional section's bytes and its record count
+Found = tuple[bool, list[bytes], bytes, int]
 SrvEntry = tuple[int, int, tuple[bytes, ...], bytes, bytes]  # weight, port, target, packed address, rdata
 
 
@@ -60,20 +61,30 @@ def address_rdata(ip: IPAddress) -> bytes:
     return bytes(_address_rdata(ip).data)
 
 
-def expand(records: RecordSet, rng: random.Random) -> Found:
-    """This query's answer from a record set: the core's shuffle (same draws), Additional in target order."""
-    if not records.targets:  # addresses (or nothing)
-        return records.exists, list(shuffled(rng, records.records)), []
-    rrs = records.records
-    n = len(rrs)
-    order = shuffled(rng, _INDEXES[n] if n < len(_INDEXES) else tuple(range(n)))
-    answers = [rrs[i] for i in order]
-    if not records.extra:
-        return True, answers, []
+def order(records: RecordSet, rng: random.Random) -> Sequence[int]:
+    """This query's order of ``records.records``: the core's shuffle, with the same draws."""
+    n = len(records.records)
+    return shuffled(rng, _INDEXES[n] if n < len(_INDEXES) else tuple(range(n)))
+
+
+def additional_section(
+    records: RecordSet, order: Sequence[int], labels: tuple[bytes, ...], question: bytes, answers_len: int
+) -> bytes:
+    """The Additional records of an SRV set in this order, after ``question`` and ``answers_len`` bytes of answers.
+
+    Sorted by where their targets landed (a target's last place, as the core's dict), owner names
+    compressed against the question and each other as dnslib does.
+    """
     targets = records.targets
-    position = {targets[i]: place for place, i in enumerate(order)}  # a target's last place, as the core's dict
-    extra = sorted(records.extra, key=lambda item: position[item[0]])
-    return True, answers, [(owner, tail) for _, owner, tail in extra]
+    position = {targets[i]: place for place, i in enumerate(order)}
+    data = bytearray(wire.HEADER_LEN)
+    names = question_names(data, labels, question)
+    data += bytes(answers_len)  # only the offsets of what follows matter
+    start = len(data)
+    for _, owner, tail in sorted(records.extra, key=lambda item: position[item[0]]):
+        wire._encode_name(data, names, owner)
+        data += tail
+    return bytes(data[start:])
 
 
 def question_names(data: bytearray, labels: tuple[bytes, ...], question: bytes) -> dict[tuple[bytes, ...], int]:
@@ -163,11 +174,11 @@ def plain_name(labels: tuple[bytes, ...]) -> bytes:
 def assemble(
     qid: int,
     flags: int,
-    labels: tuple[bytes, ...],
     question: bytes,
     answers: list[bytes],
     authority: bytes,
-    additional: list[tuple[tuple[bytes, ...], bytes]],
+    additional: bytes,
+    additional_count: int,
     opt: bytes,
     max_size: int,
 ) -> bytes:
@@ -176,17 +187,9 @@ def assemble(
     body = b"".join(answers)
     nscount = 1 if authority else 0
     fixed = wire.HEADER_LEN + len(question) + len(body) + len(authority) + len(opt)
-    if additional:
-        data = bytearray(_HEADER.pack(qid, flags, 1, len(answers), nscount, len(additional) + arcount))
-        names = question_names(data, labels, question)
-        data += body
-        data += authority
-        for owner, tail in additional:
-            wire._encode_name(data, names, owner)
-            data += tail
-        data += opt
-        if len(data) <= max_size:
-            return bytes(data)
+    if additional and fixed + len(additional) <= max_size:
+        header = _HEADER.pack(qid, flags, 1, len(answers), nscount, additional_count + arcount)
+        return header + question + body + authority + additional + opt
     if fixed <= max_size:
         return _HEADER.pack(qid, flags, 1, len(answers), nscount, arcount) + question + body + authority + opt
     room = max_size - (wire.HEADER_LEN + len(question) + len(opt))
