@@ -5,7 +5,7 @@
 | ``PUT /v1/mesh/config[?dry_run=true]`` | apply resources (YAML documents, JSON, ``kind: List``), all or none |
 | ``GET /v1/mesh/config[?kind=K&namespace=N]`` | list |
 | ``GET|DELETE /v1/mesh/config/{kind}/{namespace}/{name}`` | one resource (``DELETE`` takes ``?resourceVersion=``) |
-| ``GET /v1/mesh/status`` | every sidecar: version sent and applied, last ACK/NACK |
+| ``GET /v1/mesh/status`` | every sidecar (of every replica, with a shared store): versions, last ACK/NACK |
 | ``GET /v1/mesh/explain?source=S&host=H&path=P&method=M&headers=k:v,...`` | why a request goes where it goes |
 | ``PUT|DELETE /v1/mesh/sidecars/{id}``, ``POST .../demand`` | sidecar registration, hosts asked for |
 | ``GET /v1/mesh/sync/{id}?version=V&wait=30s``, ``POST .../ack`` | long poll for a new snapshot; ACK/NACK |
@@ -203,7 +203,7 @@ def _flag(request: web.Request, name: str) -> bool:
 async def status(request: web.Request) -> web.Response:
     plane = request.app[PLANE]
     plane.update_gauges()
-    return web.json_response(plane.status())
+    return web.json_response(await plane.cluster_status())
 
 
 async def explain(request: web.Request) -> web.Response:

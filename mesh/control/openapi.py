@@ -158,7 +158,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/mesh/status": {
             "get": {
-                "summary": "Every known sidecar: snapshot version sent and applied, last ACK and NACK",
+                "summary": "Every known sidecar (of every live replica with the consul store): snapshot version sent "
+                "and applied, last ACK and NACK, the replica serving it",
                 "responses": {"200": {"description": "status", **_json({"type": "object"})}},
             }
         },

@@ -6,6 +6,10 @@ With a shared store a commit can lose the race to another replica (``StaleState`
 re-read and the request re-planned, so validation always runs on the newest configuration.
 Configurations committed by other replicas arrive through ``store.watch`` and are swapped in the
 same way.
+
+With a shared store, sidecar status is shared too (``mesh.control.status_share``): each replica
+publishes its sidecars' entries in Consul KV, and ``cluster_status`` merges every live
+replica's, so ``GET /v1/mesh/status`` on any replica shows every sidecar.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from discovery.client import RegistryClient
+from discovery.client_models import RegistryError
 from mesh.control import metrics
 from mesh.control.changes import Plan, plan_apply, plan_delete
 from mesh.control.explain import explain_request
 from mesh.control.push import Pusher
 from mesh.control.sidecars import SidecarRecord, demand_name
 from mesh.control.state import ConfigState
+from mesh.control.status_share import StatusShare, merge_sidecars
 from mesh.control.store import RuleStore, StaleState, StoreError
 from mesh.control.translate import Profile, Translation
 from mesh.control.watches import ServiceWatches
@@ -52,6 +58,8 @@ class PlaneSettings:
     sync_wait_max: float = 300.0
     forget_after: float = 600.0  # drop sidecars not heard from for this long
     connected_within: float = 90.0  # a sidecar seen this recently counts as connected
+    status_ttl: float = 15.0  # shared status: a replica without a heartbeat for this long is dead
+    status_flush: float = 0.5  # shared status: how often changed sidecar entries are published
 
 
 class ControlPlane:
@@ -72,6 +80,8 @@ class ControlPlane:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
+        self.replica = ""  # this control plane's name in status (set by the server once it listens)
+        self.share: StatusShare | None = None
 
     # === lifecycle ===
 
@@ -97,6 +107,8 @@ class ControlPlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.share is not None:
+            await self.share.close()
         await self.watches.close()
         await self.store.close()
 
@@ -199,18 +211,49 @@ class ControlPlane:
         metrics.SIDECARS.labels("disconnected").set(len(self.pusher.sidecars) - connected)
         metrics.WATCHED_SERVICES.set(len(self.watches.watched))
 
-    def status(self) -> dict[str, Any]:
+    def share_status(self, share: StatusShare) -> None:
+        """Publish this replica's sidecars through ``share`` and show the other replicas' in status."""
+        self.share = share
+        self.replica = share.replica
+        task = share.run(self._local_sidecars, lambda: self.state.version)
+        self._tasks.append(asyncio.get_running_loop().create_task(task, name="status-share"))
+
+    def _local_sidecars(self) -> list[dict[str, Any]]:
         now = time.monotonic()
-        sidecars = [
-            record.status(now, self.settings.connected_within)
+        return [
+            {**record.status(now, self.settings.connected_within), "replica": self.replica}
             for record in sorted(self.pusher.sidecars.values(), key=lambda r: r.id)
         ]
+
+    def status(self) -> dict[str, Any]:
+        """This replica's view: its own sidecars only."""
         return {
             "config_version": self.state.version,
             "store": self.store.name,
+            "replica": self.replica,
             "watched_services": sorted(self.watches.watched),
-            "sidecars": sidecars,
+            "sidecars": self._local_sidecars(),
         }
+
+    async def cluster_status(self) -> dict[str, Any]:
+        """``status`` plus every sidecar the other live replicas serve (shared store), and the replicas."""
+        out = self.status()
+        if self.share is None:
+            return out
+        try:
+            view = await self.share.view()
+        except RegistryError as exc:  # the registry is down: say so, still show our own sidecars
+            out["shared_status_error"] = f"cannot read the other replicas' status: {exc}"
+            return out
+        now = time.time()
+        replicas = [info.to_json(now, self.replica) for info in view.replicas]
+        if not any(r["self"] for r in replicas):
+            replicas.append(
+                {"id": self.replica, "url": self.share.url, "self": True, "config_version": self.state.version}
+            )
+        out["replicas"] = sorted(replicas, key=lambda r: str(r["id"]))
+        out["sidecars"] = merge_sidecars(out["sidecars"], view.sidecars)
+        return out
 
     # === explain ===
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ from discovery.runtime.http import start_site
 from discovery.server import split_host_port
 from mesh.control.api import build_app
 from mesh.control.plane import ControlPlane, PlaneSettings
+from mesh.control.status_share import StatusShare
 from mesh.control.store import RuleStore
 from mesh.control.store_consul import DEFAULT_PREFIX, ConsulRuleStore
 from mesh.control.store_sqlite import SqliteRuleStore
@@ -34,6 +36,7 @@ class ControlConfig:
     store: StoreKind = "sqlite"
     consul_prefix: str = DEFAULT_PREFIX
     registry: ClientConfig | None = None  # None: CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN
+    replica_id: str = ""  # this replica's name in status ("": <hostname>:<port>)
     settings: PlaneSettings = field(default_factory=PlaneSettings)
 
 
@@ -59,6 +62,19 @@ class ControlServer:
     async def start(self) -> None:
         await self.plane.start()
         self._runner, self.port = await start_site(build_app(self.plane), self._host, self.port)
+        replica = self.config.replica_id or f"{socket.gethostname()}:{self.port}"
+        self.plane.replica = replica
+        if self.config.store == "consul":  # replicas share one store: share sidecar status through it too
+            settings = self.config.settings
+            share = StatusShare(
+                self.client,
+                self.config.consul_prefix,
+                replica,
+                url=self.url,
+                ttl=settings.status_ttl,
+                flush=settings.status_flush,
+            )
+            self.plane.share_status(share)
         log.info(
             "control plane listening",
             extra={
@@ -66,6 +82,7 @@ class ControlServer:
                 "store": self.plane.store.name,
                 "config_version": self.plane.state.version,
                 "registry": self.client.config.base_url,
+                "replica": replica,
             },
         )
 
