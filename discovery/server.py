@@ -14,18 +14,9 @@ from discovery.api.app import build_app
 from discovery.api.context import ApiContext
 from discovery.checks import MIN_DEREGISTER_AFTER, REAP_INTERVAL, CheckRunner
 from discovery.registry import AgentIdentity, Registry
+from discovery.runtime.addresses import split_host_port
 
 log = logging.getLogger("discovery.server")
-
-
-def split_host_port(address: str, default_port: int) -> tuple[str, int]:
-    """Split "127.0.0.1:8500", "[::1]:8500", ":8500" or "host" into (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or "]" in port:
-        return address.strip("[]") or "127.0.0.1", default_port
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid port in address {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from prometheus_client import REGISTRY
 
 from discovery.client import RegistryClient
 from discovery.client_config import ClientConfig
+from discovery.runtime.addresses import split_host_port
 from discovery.runtime.http import add_ops_routes, start_site
-from discovery.server import split_host_port
 from dnsserver.config import DEFAULT_DNS_ADDR, DEFAULT_METRICS_ADDR, DnsConfig
 from dnsserver.forward import Forwarder
 from dnsserver.handler import DnsHandler

@@ -38,8 +38,9 @@ def build_balancer(
     """A balancer for ``endpoints`` under ``spec``.
 
     ``load`` is the cluster's tracker, kept across rebuilds (least_request and peak_ewma read it;
-    a peak_ewma spec sets its decay period). ``rng`` and ``clock`` are injected so tests and
-    benchmarks are repeatable; pass the same clock the tracker was made with.
+    a peak_ewma spec sets its decay period and turns latency tracking on, any other spec turns it
+    off). ``rng`` and ``clock`` are injected so tests and benchmarks are repeatable; pass the same
+    clock the tracker was made with.
     Raises ``ValueError`` for an invalid spec or duplicate endpoint keys.
     """
     spec.validate()
@@ -50,7 +51,8 @@ def build_balancer(
                 raise ValueError(f"endpoints: duplicate key {endpoint.key!r}")
             seen.add(endpoint.key)
     candidates, in_panic = select_candidates(endpoints, spec.panic_threshold)
-    if spec.kind == "peak_ewma":
+    load.track_latency = spec.kind == "peak_ewma"
+    if load.track_latency:
         load.decay_s = spec.ewma_decay_s
     if not candidates:
         return NoEndpoints(endpoints)

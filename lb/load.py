@@ -52,6 +52,9 @@ class LoadTracker:
         self._clock = clock
         self.decay_s = decay_s  # build_balancer sets this from a peak_ewma spec's ewma_decay_s
         self.default_rtt_s = default_rtt_s
+        # Latency estimates cost an exp() per request; only peak-EWMA balancing reads them
+        # (build_balancer turns this on for it). Off: counts only.
+        self.track_latency = True
         self._slots: dict[str, EndpointLoad] = {}
 
     def slot(self, key: str) -> EndpointLoad:
@@ -72,6 +75,10 @@ class LoadTracker:
         if slot.active > 0:
             slot.active -= 1
         slot.requests += 1
+        if not self.track_latency:
+            if not ok:
+                slot.failures += 1
+            return
         if not latency_s >= 0:  # negative or NaN: a caller bug; never poison the estimate
             latency_s = 0.0
         now = self._clock()

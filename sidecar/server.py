@@ -25,8 +25,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from discovery.runtime.addresses import split_host_port
 from discovery.runtime.http import start_site
-from discovery.server import split_host_port
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.snapshot import Listener, Snapshot
 from sidecar.active import ActiveConfig, ConfigHolder, build_active, empty_snapshot, rebuild_balancer

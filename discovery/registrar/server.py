@@ -27,8 +27,8 @@ from discovery.registrar.config import RegistrarConfig
 from discovery.registrar.desired import Rules
 from discovery.registrar.docker_source import COUNTED_ONLY, DockerClient, DockerUnavailable
 from discovery.registrar.reconciler import Reconciler
+from discovery.runtime.addresses import split_host_port
 from discovery.runtime.http import add_ops_routes, start_site
-from discovery.server import split_host_port
 
 log = logging.getLogger("discovery.registrar")
 

@@ -13,8 +13,8 @@ from aiohttp import web
 
 from discovery.client import RegistryClient
 from discovery.client_config import ClientConfig
+from discovery.runtime.addresses import split_host_port
 from discovery.runtime.http import start_site
-from discovery.server import split_host_port
 from mesh.control.api import build_app
 from mesh.control.plane import ControlPlane, PlaneSettings
 from mesh.control.status_share import StatusShare

@@ -106,7 +106,6 @@ _REQUEST_KINDS = {
     b"proxy-authorization": _K_HOP,
 }
 
-_DIGITS = frozenset(b"0123456789")
 _OWS = b" \t"
 MAX_CONTENT_LENGTH_DIGITS = 18  # below 2**63
 
@@ -196,7 +195,7 @@ def split_tokens(value: bytes) -> list[bytes]:
 def parse_content_length(value: bytes) -> int:
     """A Content-Length value: 1*DIGIT only (no sign, no list, no spaces inside)."""
     text = value.strip(_OWS)
-    if not text or len(text) > MAX_CONTENT_LENGTH_DIGITS or not _DIGITS.issuperset(text):
+    if not text.isdigit() or len(text) > MAX_CONTENT_LENGTH_DIGITS:  # bytes.isdigit: ASCII 0-9 only
         raise HttpError(400, "invalid Content-Length")
     return int(text)
 
@@ -406,6 +405,10 @@ _HOP_LINE = re.compile(
     rb"[ \t]*:[^\r]*",
     re.IGNORECASE,
 )
+# Names that start a line of the lower-cased block (a superset: ``\r\nte`` also finds ``\r\ntext``;
+# ``_HOP_LINE`` then matches exactly).
+_RARE_NAMES = re.compile(rb"\r\n(transfer-encoding|keep-alive|proxy-|te|upgrade)")
+_TE = b"transfer-encoding"
 _FRAMING_LINE = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:[^\r]*", re.IGNORECASE)
 
 
@@ -484,7 +487,8 @@ def response_head(
         except HttpError:
             raise UpstreamProtocolError("invalid Content-Length in the response") from None
     chunked = False
-    te_seen = b"\r\ntransfer-encoding:" in lowered
+    rare = _RARE_NAMES.findall(lowered)  # usually empty: one scan instead of five substring searches
+    te_seen = _TE in rare
     if te_seen:
         codings: list[bytes] = []
         for value in field_values(fields, lowered, _TRANSFER_ENCODING):
@@ -498,13 +502,12 @@ def response_head(
         end = lowered.find(b"\r\n", at + 13)
         if end == -1:
             end = len(lowered)
-        if lowered[at + 13 : end].strip(_OWS) in _KNOWN_CONNECTION_TOKENS and b"\r\nconnection:" not in lowered[end:]:
+        single = lowered.find(b"\r\nconnection:", end) == -1
+        if single and lowered[at + 13 : end].strip(_OWS) in _KNOWN_CONNECTION_TOKENS:
             fields = fields[:at] + fields[end:]
-            lowered = lowered[:at] + lowered[end:]
         else:
             fields = remove_fields(fields, (HOP_BY_HOP - _FRAMING) | _connection_named(fields, lowered))
-            lowered = fields.lower()
-    if b"\r\nkeep-alive" in lowered or b"\r\nproxy-" in lowered or b"\r\nte" in lowered or b"\r\nupgrade" in lowered:
+    if rare and (not te_seen or len(rare) > rare.count(_TE)):
         fields = _HOP_LINE.sub(b"", fields)
 
     if request_method == b"HEAD" or status == 204 or status == 304 or status < 200:

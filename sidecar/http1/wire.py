@@ -25,35 +25,38 @@ def reason_phrase(status: int) -> bytes:
 class RequestIds:
     """UUID4-shaped ``x-request-id`` values (as Envoy generates), cheap per request.
 
-    Random bytes come from ``os.urandom`` in batches (one syscall per 256 ids) and are turned
-    into hex once per batch; each id is then a few slices of that hex text.
+    Ids are made 256 at a time from one ``os.urandom`` call: the hex digits are laid into the
+    ``8-4-4-4-12`` layout column by column with strided slice assignments (32 C-level copies per
+    batch instead of formatting each id), then the batch is split; a request pops one.
     """
 
-    __slots__ = ("_at", "_hex")
+    __slots__ = ("_ready",)
 
     _BATCH = 256
+    _WIDTH = 37  # 36 characters and a separator
     _VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")  # RFC 4122 variant digit
+    # Where each of the 32 hex digits goes in the 36-character id (dashes at 8, 13, 18, 23).
+    _COLUMNS = (*range(0, 8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36))
 
     def __init__(self) -> None:
-        self._hex = b""
-        self._at = 0
+        self._ready: list[bytes] = []
 
     def next(self) -> bytes:
-        at = self._at
-        block = self._hex
-        if at >= len(block):
-            block = self._hex = os.urandom(16 * self._BATCH).hex().encode("ascii")
-            at = 0
-        self._at = at + 32
-        h = block[at : at + 32]
-        return b"%b-%b-4%b-%b%b-%b" % (
-            h[:8],
-            h[8:12],
-            h[13:16],
-            h[16:17].translate(self._VARIANT),
-            h[17:20],
-            h[20:32],
-        )
+        ready = self._ready
+        if not ready:
+            ready = self._ready = self._batch()
+        return ready.pop()
+
+    def _batch(self) -> list[bytes]:
+        n, width = self._BATCH, self._WIDTH
+        digits = os.urandom(16 * n).hex().encode("ascii")
+        out = bytearray(b"-" * (width * n))
+        for source, column in enumerate(self._COLUMNS):
+            out[column::width] = digits[source::32]
+        out[14::width] = b"4" * n  # version 4
+        out[19::width] = digits[16::32].translate(self._VARIANT)
+        out[36::width] = b"\n" * n
+        return bytes(out).split(b"\n")[:n]
 
 
 def request_head_bytes(

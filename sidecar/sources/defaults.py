@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from discovery.runtime.addresses import split_host_port
 from lb import Endpoint
 from mesh.model.hosts import endpoint_key
 from mesh.model.snapshot import (
@@ -57,8 +58,8 @@ class SidecarSettings:
         """Raise ``ValueError`` naming the flag at fault; return self."""
         if self.app_port is not None and not 0 < self.app_port < 65536:
             raise ValueError(f"--app-port: must be 1-65535, got {self.app_port}")
-        out_host, out_port = split_host_port(self.outbound_addr, "--outbound-addr")
-        in_host, in_port = split_host_port(self.inbound_addr, "--inbound-addr")
+        out_host, out_port = split_host_port(self.outbound_addr, name="--outbound-addr")
+        in_host, in_port = split_host_port(self.inbound_addr, name="--inbound-addr")
         taken: dict[tuple[str, int], str] = {}
         for flag, address in (("--outbound-addr", (out_host, out_port)), ("--inbound-addr", (in_host, in_port))):
             if address[1] and address in taken:
@@ -90,15 +91,6 @@ def parse_upstream(text: str) -> tuple[str, int]:
     return name, int(port)
 
 
-def split_host_port(address: str, flag: str) -> tuple[str, int]:
-    """``"127.0.0.1:15001"`` or ``"[::1]:15001"`` → (host, port); ``ValueError`` naming ``flag``."""
-    host, sep, port = address.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
-        raise ValueError(f"{flag}: expected HOST:PORT, got {address!r}")
-    return host, int(port)
-
-
 # === names ===
 
 
@@ -119,10 +111,10 @@ def upstream_listener_name(service: str) -> str:
 
 def standard_listeners(settings: SidecarSettings) -> tuple[Listener, ...]:
     """Outbound, inbound (with an app port) and one TCP listener per upstream."""
-    out_host, out_port = split_host_port(settings.outbound_addr, "--outbound-addr")
+    out_host, out_port = split_host_port(settings.outbound_addr, name="--outbound-addr")
     listeners = [Listener(OUTBOUND, "http", out_host, out_port, "outbound", route_table=OUTBOUND)]
     if settings.app_port is not None:
-        in_host, in_port = split_host_port(settings.inbound_addr, "--inbound-addr")
+        in_host, in_port = split_host_port(settings.inbound_addr, name="--inbound-addr")
         listeners.append(Listener(INBOUND, "http", in_host, in_port, "inbound", route_table=INBOUND))
     for name, port in settings.upstreams:
         listeners.append(
@@ -183,7 +175,6 @@ __all__ = [
     "inbound_cluster_name",
     "inbound_route_table",
     "parse_upstream",
-    "split_host_port",
     "standard_listeners",
     "standard_snapshot",
     "upstream_cluster",

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from lb import LoadTracker
-from tests.lb.helpers import FakeClock
+from tests.lb.helpers import FakeClock, build, endpoints
 
 
 def test_active_counts_requests_in_flight() -> None:
@@ -100,3 +100,17 @@ def test_slot_is_shared_state() -> None:
 def test_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="decay_s"):
         LoadTracker(decay_s=0)
+
+
+def test_latency_is_tracked_only_for_peak_ewma_balancing() -> None:
+    clock = FakeClock()
+    load = LoadTracker(clock, default_rtt_s=0.03)
+    build("round_robin", endpoints(2), load=load, clock=clock)
+    load.start("e0")
+    load.finish("e0", 0.5, ok=False)
+    assert load.ewma_s("e0") == 0.03  # no exp() per request when nothing reads the estimate
+    assert load.slot("e0").failures == 1 and load.slot("e0").requests == 1
+    build("peak_ewma", endpoints(2), load=load, clock=clock)
+    load.start("e0")
+    load.finish("e0", 0.5, ok=True)
+    assert load.ewma_s("e0") == 0.5

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from discovery.runtime.addresses import split_host_port
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.parse import parse_snapshot
 from mesh.model.routing import select_route
-from sidecar.sources.defaults import SidecarSettings, parse_upstream, split_host_port, standard_snapshot
+from sidecar.sources.defaults import SidecarSettings, parse_upstream, standard_snapshot
 
 
 def test_standard_snapshot_is_valid_and_routes_inbound_to_the_app() -> None:
@@ -60,6 +61,6 @@ def test_parse_upstream_and_addresses() -> None:
     for bad in ("db", "db=", "=1", "db=x"):
         with pytest.raises(ValueError, match="NAME=LOCALPORT"):
             parse_upstream(bad)
-    assert split_host_port("[::1]:15001", "--x") == ("::1", 15001)
+    assert split_host_port("[::1]:15001", name="--x") == ("::1", 15001)
     with pytest.raises(ValueError, match="--x"):
-        split_host_port("host:99999", "--x")
+        split_host_port("host:99999", name="--x")
