@@ -5,9 +5,16 @@ whole sidecar (its own config source, balancers and pools) on uvloop, binding ev
 with SO_REUSEPORT so the kernel spreads connections across them. The children serve their
 admin API on private Unix sockets; the parent serves the public admin address and answers
 from all of them: ``/ready`` is LIVE when every worker is, ``/metrics`` carries every worker's
-series with a ``worker`` label, ``/clusters`` sums active requests and pool sizes per endpoint,
-``/config_dump`` and ``/listeners`` come from worker 0, and ``POST /drain`` reaches all.
-SIGTERM/SIGINT to the parent is passed to every worker; the parent exits 0 when all did.
+series with a ``worker`` label, ``/clusters`` sums active requests, pool sizes and circuit
+breaker counts per cluster and endpoint, ``/config_dump`` and ``/listeners`` come from worker 0,
+and ``POST /drain`` reaches all. SIGTERM/SIGINT to the parent is passed to every worker; the
+parent exits 0 when all did.
+
+Shared resilience state (docs/sidecar-config.md, "Several workers"): each worker enforces
+``ceil(limit / N)`` (at least 1) of every circuit-breaker limit, so the cluster-wide totals
+hold; only worker 0 runs active health checks and pushes the results to the others over the
+same private sockets, and an outlier ejection decided by one worker is adopted by all
+(``sidecar.resilience.sharing``).
 """
 
 from __future__ import annotations
@@ -33,10 +40,12 @@ from prometheus_client.samples import Sample
 
 from discovery.client import RegistryClient
 from discovery.client_config import ClientConfig
+from discovery.runtime.addresses import split_host_port
 from discovery.runtime.http import run_until_signalled, start_site
 from discovery.runtime.logs import configure_logging
-from discovery.server import split_host_port
+from sidecar.admin import admin_app
 from sidecar.http1.listener import HttpSettings
+from sidecar.resilience.sharing import EjectionBroadcaster, HealthFollower, HealthPublisher, add_sharing_routes
 from sidecar.server import DEFAULT_ADMIN_ADDR, SidecarConfig, SidecarServer, serve
 from sidecar.sources import ConfigSource, OnDemand, RegistrySource, SidecarSettings, StaticFileSource, parse_upstream
 from sidecar.sources.control_plane import ControlPlaneSource
@@ -97,6 +106,25 @@ def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
     )
 
 
+@dataclass(frozen=True)
+class WorkerSeat:
+    """Which of ``count`` forked workers this process is, and where the private sockets live."""
+
+    index: int
+    count: int
+    directory: str
+
+    @property
+    def probes_health(self) -> bool:
+        return self.index == 0
+
+    def socket(self, index: int | None = None) -> str:
+        return worker_socket(self.directory, self.index if index is None else index)
+
+    def siblings(self) -> list[str]:
+        return [self.socket(i) for i in range(self.count) if i != self.index]
+
+
 def run_sidecar(plan: SidecarPlan) -> int:
     """Run until SIGTERM/SIGINT, drain, and return the exit status."""
     if plan.workers <= 1:
@@ -105,8 +133,8 @@ def run_sidecar(plan: SidecarPlan) -> int:
     return _supervise(plan)
 
 
-async def serve_plan(plan: SidecarPlan, stop: asyncio.Event) -> None:
-    """One sidecar process: its config source, listeners and admin API."""
+async def serve_plan(plan: SidecarPlan, stop: asyncio.Event, seat: WorkerSeat | None = None) -> None:
+    """One sidecar process: its config source, listeners and admin API (``seat``: as a worker)."""
     client: RegistryClient | None = None
     source: ConfigSource
     if plan.config_file is not None:
@@ -118,7 +146,8 @@ async def serve_plan(plan: SidecarPlan, stop: asyncio.Event) -> None:
         client = RegistryClient(plan.registry, max_connections=0)
         source = RegistrySource(plan.settings, client)
     demand = source.demand if isinstance(source, OnDemand) else None
-    server = SidecarServer(plan.server, demand=demand)
+    server_config = plan.server if seat is None else replace(plan.server, serve_admin=False)
+    server = SidecarServer(server_config, demand=demand)
     log.info(
         "sidecar starting",
         extra={
@@ -128,11 +157,41 @@ async def serve_plan(plan: SidecarPlan, stop: asyncio.Event) -> None:
             "worker": os.environ.get("MESH_WORKER_INDEX", ""),
         },
     )
+    worker_admin: web.AppRunner | None = None
+    sharing: list[HealthPublisher | HealthFollower | EjectionBroadcaster] = []
     try:
+        if seat is not None:
+            resilience = server.resilience
+            resilience.share_with_workers(seat.count, probes_health=seat.probes_health)
+            worker_admin = await _serve_worker_admin(server, seat)
+            if seat.probes_health:
+                sharing.append(HealthPublisher(resilience, seat.siblings()))
+            else:
+                sharing.append(HealthFollower(resilience, seat.socket(0)))
+            sharing.append(EjectionBroadcaster(resilience, seat.siblings()))
+            for part in sharing:
+                part.start()
         await serve(server, source, stop)
     finally:
+        for part in sharing:
+            await part.close()
+        if worker_admin is not None:
+            await worker_admin.cleanup()
         if client is not None:
             await client.close()
+
+
+async def _serve_worker_admin(server: SidecarServer, seat: WorkerSeat) -> web.AppRunner:
+    """A worker's admin API on its private socket, plus the routes workers share state by."""
+
+    runner = web.AppRunner(
+        admin_app(server, server.registry, lambda app: add_sharing_routes(app, server.resilience)),
+        access_log=None,
+        shutdown_timeout=1.0,
+    )
+    await runner.setup()
+    await web.UnixSite(runner, seat.socket()).start()
+    return runner
 
 
 # === several workers ===
@@ -186,9 +245,10 @@ def _worker(plan: SidecarPlan, directory: str, index: int) -> int:
     try:
         os.environ["MESH_WORKER_INDEX"] = str(index)
         configure_logging(plan.log_level)
-        server = replace(plan.server, admin_addr=f"unix:{worker_socket(directory, index)}", reuse_port=True)
+        seat = WorkerSeat(index, plan.workers, directory)
+        server = replace(plan.server, admin_addr=f"unix:{seat.socket()}", reuse_port=True)
         worker_plan = replace(plan, server=server)
-        run_until_signalled(lambda stop: serve_plan(worker_plan, stop))
+        run_until_signalled(lambda stop: serve_plan(worker_plan, stop, seat))
         return 0
     except BaseException:
         log.exception("sidecar worker failed", extra={"worker": index})
@@ -269,8 +329,9 @@ def merge_metrics(texts: list[str]) -> bytes:
                 entry[2].append(sample._replace(labels={**sample.labels, "worker": str(index)}))
     lines: list[str] = []
     for name, (kind, doc, samples) in families.items():
-        lines.append(f"# HELP {name} {doc}")
-        lines.append(f"# TYPE {name} {kind}")
+        declared = f"{name}_total" if kind == "counter" else name  # as generate_latest writes it
+        lines.append(f"# HELP {declared} {doc}")
+        lines.append(f"# TYPE {declared} {kind}")
         for sample in samples:
             labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
             lines.append(f"{sample.name}{{{labels}}} {_number(sample.value)}")
@@ -286,18 +347,50 @@ def _number(value: float) -> str:
 
 
 def merge_clusters(answers: list[dict[str, Any]]) -> dict[str, Any]:
-    """Worker 0's /clusters with active requests and pool sizes summed over all workers."""
+    """Worker 0's /clusters with the other workers' counts added in.
+
+    Per endpoint: active requests and pool sizes summed, ``available`` only when every worker
+    sends it traffic (outlier detection is per worker), ``unavailable_in_workers`` naming the
+    others. Per cluster: circuit-breaker counts and limits summed (the limits being each
+    worker's share, their sum is what the cluster gets), each worker's share as ``max_per_worker``.
+    """
     if not answers:
         return {"version": "", "clusters": []}
     merged: dict[str, Any] = json.loads(json.dumps(answers[0]))
+    clusters = {c["name"]: c for c in merged["clusters"]}
     index = {(c["name"], e["key"]): e for c in merged["clusters"] for e in c["endpoints"]}
-    for other in answers[1:]:
+    for endpoint in index.values():
+        endpoint["unavailable_in_workers"] = [] if endpoint.get("available", True) else [0]
+    for cluster in clusters.values():
+        breakers = cluster.get("circuit_breakers")
+        for resource in ("requests", "pending", "connections", "retries"):
+            if breakers is not None and resource in breakers:
+                breakers[resource]["max_per_worker"] = breakers[resource]["max"]
+    for worker, other in enumerate(answers[1:], start=1):
         for cluster in other.get("clusters", []):
+            target_cluster = clusters.get(cluster["name"])
+            if target_cluster is not None:
+                _add_breakers(target_cluster.get("circuit_breakers"), cluster.get("circuit_breakers"))
             for endpoint in cluster["endpoints"]:
                 target = index.get((cluster["name"], endpoint["key"]))
                 if target is not None:
                     target["active_requests"] += endpoint["active_requests"]
                     target["pool"]["active"] += endpoint["pool"]["active"]
                     target["pool"]["idle"] += endpoint["pool"]["idle"]
+                    if not endpoint.get("available", True):
+                        target["available"] = False
+                        target["unavailable_in_workers"].append(worker)
     merged["workers"] = len(answers)
     return merged
+
+
+def _add_breakers(into: dict[str, Any] | None, other: dict[str, Any] | None) -> None:
+    if into is None or other is None:
+        return
+    for resource in ("requests", "pending", "connections", "retries"):
+        if resource in into and resource in other:
+            into[resource]["active"] += other[resource]["active"]
+            into[resource]["max"] += other[resource]["max"]
+    overflows = into.setdefault("overflows", {})
+    for limit, count in other.get("overflows", {}).items():
+        overflows[limit] = overflows.get(limit, 0) + count

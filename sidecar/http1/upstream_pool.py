@@ -8,14 +8,23 @@ is there) costs no task or future: ``acquire`` returns the connection at once or
 
 Rules:
 - Idle connections are reused last-in first-out (the warmest socket, and the others age out).
-- At most ``max_connections`` per endpoint (open plus connecting); further requests wait in a
-  FIFO queue and are handed the next released connection; the route timeout bounds the wait.
+- At most ``max_connections`` per endpoint (open plus connecting); further requests wait in the
+  endpoint's FIFO queue and are handed the next released connection; the route timeout bounds
+  the wait.
 - An idle connection is closed after the cluster's idle timeout; a periodic sweep does this
   (one timer for all, not one per connection).
 - Circuit breaker (the cluster's, when the caller passes it): a queued waiter holds a
   ``max_pending_requests`` slot until it is served or gives up (``release_pending``); a refused
   slot calls ``waiter.on_pending_overflow`` at once. Opening a connection takes a
-  ``max_connections`` slot, given back when the connection closes; a refused one waits as pending.
+  ``max_connections`` slot, given back when the connection closes.
+- ``max_connections`` is the cluster's, across all its endpoints (Envoy): a request refused a
+  connection slot waits in the *cluster's* FIFO queue (one per breaker, kept here only while
+  non-empty), whichever endpoint it targets. It proceeds when any connection holding one of the
+  cluster's slots closes (the freed slot opens a connection to the waiter's own endpoint), or is
+  released while the first waiter is queued: the connection is handed over when the waiter
+  targets the same endpoint, else closed so its slot serves that waiter. An idle connection of
+  the cluster is closed when a request starts to wait, for the same reason. Unlike Envoy, an
+  endpoint without connections gets none past the limit: the limit holds exactly.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from sidecar.resilience.circuit_breaker import CircuitBreaker
 log = logging.getLogger("sidecar.http1.pool")
 
 SWEEP_INTERVAL_S = 1.0
+PRUNE_SLACK = 16  # dead entries (waiters that gave up) tolerated in a queue before it is compacted
 
 
 class PoolWaiter(Protocol):
@@ -50,6 +60,10 @@ class PoolWaiter(Protocol):
     def on_pending_overflow(self) -> None: ...
 
 
+# (waiter, its endpoint's pool, connect timeout, per-endpoint connection limit, the cluster's breaker)
+Waiting = tuple[PoolWaiter, "EndpointPool", float, int, CircuitBreaker | None]
+
+
 class EndpointPool:
     """Connections to one address. Counters feed /metrics and /clusters."""
 
@@ -59,22 +73,24 @@ class EndpointPool:
         "host",
         "idle",
         "live",
+        "on_slot_freed",
         "port",
         "reused",
         "size",
         "waiters",
     )
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, on_slot_freed: Callable[[CircuitBreaker], None] | None = None) -> None:
         self.host = host
         self.port = port
         self.idle: list[UpstreamConnection] = []
         self.live: set[UpstreamConnection] = set()
         self.size = 0  # live + connecting
-        self.waiters: deque[tuple[PoolWaiter, float, int, CircuitBreaker | None]] = deque()
+        self.waiters: deque[Waiting] = deque()  # waiting for this endpoint's own limit
         self.created = 0
         self.reused = 0
         self.connect_failures = 0
+        self.on_slot_freed = on_slot_freed  # the owner's: a cluster connection slot came back
 
     @property
     def address(self) -> str:
@@ -91,16 +107,26 @@ class EndpointPool:
             self.size -= 1
             if conn in self.idle:
                 self.idle.remove(conn)
-        release_connection_slot(conn)
+        breaker = conn.breaker
+        if breaker is not None:  # its max_connections slot goes back once
+            conn.breaker = None
+            breaker.release_connection()
+            if self.on_slot_freed is not None:
+                self.on_slot_freed(breaker)
 
 
 class UpstreamPools:
-    """Every endpoint pool of the process, with connect and idle-timeout handling."""
+    """Every endpoint pool of the process, with connect and idle-timeout handling.
+
+    ``queued``: per breaker (cluster), the requests waiting for a cluster connection slot; a
+    cluster is in it only while someone waits, so the hot path tests one empty dict.
+    """
 
     def __init__(self, limits: HeadLimits, clock: Callable[[], float]) -> None:
         self._limits = limits
         self._clock = clock
         self.pools: dict[tuple[str, int], EndpointPool] = {}
+        self.queued: dict[CircuitBreaker, deque[Waiting]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing = False
         self._connects: set[asyncio.Task[None]] = set()
@@ -109,7 +135,7 @@ class UpstreamPools:
         key = (host, port)
         pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[key] = EndpointPool(host, port)
+            pool = self.pools[key] = EndpointPool(host, port, self.slot_freed)
         return pool
 
     def acquire(
@@ -127,19 +153,55 @@ class UpstreamPools:
             if not conn.closed:
                 pool.reused += 1
                 return conn
-        if pool.size < max_connections and not self._closing and (breaker is None or breaker.try_acquire_connection()):
-            pool.size += 1
-            task = asyncio.get_running_loop().create_task(self._connect(pool, waiter, connect_timeout_s, breaker))
-            self._connects.add(task)
-            task.add_done_callback(self._connects.discard)
+        if breaker is not None and self.queued and breaker in self.queued:
+            # Others of this cluster wait for a connection slot already: queue behind them (FIFO).
+            self._enqueue(self.queued[breaker], (waiter, pool, connect_timeout_s, max_connections, breaker))
+            self._serve_cluster(breaker)  # in case the limit was raised since they queued
             return None
+        return self._open_or_wait(pool, waiter, connect_timeout_s, max_connections, breaker)
+
+    def _open_or_wait(
+        self,
+        pool: EndpointPool,
+        waiter: PoolWaiter,
+        connect_timeout_s: float,
+        max_connections: int,
+        breaker: CircuitBreaker | None,
+    ) -> UpstreamConnection | None:
+        """No idle connection: open one if both limits allow, else wait where the limit was hit."""
+        if pool.size < max_connections and not self._closing:
+            if breaker is None or breaker.try_acquire_connection():
+                pool.size += 1
+                task = asyncio.get_running_loop().create_task(self._connect(pool, waiter, connect_timeout_s, breaker))
+                self._connects.add(task)
+                task.add_done_callback(self._connects.discard)
+                return None
+            assert breaker is not None
+            queue = self.queued.get(breaker)
+            if queue is None:
+                queue = self.queued[breaker] = deque()
+            if self._enqueue(queue, (waiter, pool, connect_timeout_s, max_connections, breaker)):
+                self._free_idle_slot(breaker)
+            return None
+        self._enqueue(pool.waiters, (waiter, pool, connect_timeout_s, max_connections, breaker))
+        return None
+
+    def _enqueue(self, queue: deque[Waiting], entry: Waiting) -> bool:
+        """Append ``entry`` holding a pending slot of its breaker; False (and the fast 503) when refused."""
+        waiter, breaker = entry[0], entry[4]
         if breaker is not None:
             if not breaker.try_acquire_pending():
+                if not self.queued.get(breaker, True):
+                    del self.queued[breaker]
                 waiter.on_pending_overflow()
-                return None
+                return False
             waiter.pending_on = breaker
-        pool.waiters.append((waiter, connect_timeout_s, max_connections, breaker))
-        return None
+            if len(queue) > 2 * breaker.limits.max_pending_requests + PRUNE_SLACK:
+                live = [item for item in queue if item[0].wants_upstream]  # waiters that gave up leave
+                queue.clear()
+                queue.extend(live)
+        queue.append(entry)
+        return True
 
     def release(self, conn: UpstreamConnection, idle_timeout_s: float) -> None:
         """Give back a connection whose last exchange ended cleanly."""
@@ -154,6 +216,8 @@ class UpstreamPools:
                 pool.reused += 1
                 waiter.on_upstream_ready(conn, True)
                 return
+        if self.queued and conn.breaker is not None and self._hand_to_cluster(conn, conn.breaker):
+            return
         if self._closing or idle_timeout_s <= 0:
             conn.close()
             return
@@ -161,6 +225,58 @@ class UpstreamPools:
         pool.idle.append(conn)
         if self._sweeper is None:
             self._schedule_sweep()
+
+    def _hand_to_cluster(self, conn: UpstreamConnection, breaker: CircuitBreaker) -> bool:
+        """A connection of a cluster with requests waiting for a slot came free: it serves the first.
+
+        Returns False when nobody of that cluster waits (the connection goes idle)."""
+        queue = self.queued.get(breaker)
+        if queue is None:
+            return False
+        handled = False
+        while queue:
+            waiter, pool = queue[0][0], queue[0][1]
+            if not waiter.wants_upstream:
+                queue.popleft()
+                continue
+            handled = True
+            if pool is conn.pool:
+                queue.popleft()
+                release_pending_slot(waiter)
+                pool.reused += 1
+                waiter.on_upstream_ready(conn, True)
+            else:
+                conn.close()  # its slot opens a connection to the endpoint the waiter was sent to
+            break
+        if not queue and self.queued.get(breaker) is queue:
+            del self.queued[breaker]
+        return handled
+
+    def _free_idle_slot(self, breaker: CircuitBreaker) -> None:
+        """A request waits for a slot of ``breaker``: close an idle connection holding one (oldest first)."""
+        for pool in self.pools.values():
+            for conn in pool.idle:
+                if conn.breaker is breaker:
+                    conn.close()  # forget → slot_freed → the queue is served
+                    return
+
+    def slot_freed(self, breaker: CircuitBreaker) -> None:
+        """A connection holding a slot of ``breaker`` closed (or failed to open)."""
+        if self.queued and breaker in self.queued:
+            self._serve_cluster(breaker)
+
+    def _serve_cluster(self, breaker: CircuitBreaker) -> None:
+        """Slots of ``breaker`` are free: let its waiters proceed, in order, while they last."""
+        queue = self.queued.get(breaker)
+        while queue and breaker.connections < breaker.limits.max_connections:
+            waiter, pool, timeout_s, max_connections, _ = queue.popleft()
+            release_pending_slot(waiter)
+            if waiter.wants_upstream:
+                conn = self._open_or_wait(pool, waiter, timeout_s, max_connections, breaker)
+                if conn is not None:
+                    waiter.on_upstream_ready(conn, True)
+        if queue is not None and not queue and self.queued.get(breaker) is queue:
+            del self.queued[breaker]
 
     def discard(self, conn: UpstreamConnection) -> None:
         """Close a connection that cannot be reused and let a waiter open a new one."""
@@ -177,15 +293,11 @@ class UpstreamPools:
             async with asyncio.timeout(timeout_s):
                 _, conn = await loop.create_connection(lambda: UpstreamConnection(pool, limits), pool.host, pool.port)
         except TimeoutError:
-            if breaker is not None:
-                breaker.release_connection()
-            self._connect_failed(pool, waiter, "connect_timeout", f"upstream connect timeout ({timeout_s:g}s)")
+            self._connect_failed(pool, waiter, "connect_timeout", f"upstream connect timeout ({timeout_s:g}s)", breaker)
             return
         except OSError as exc:
-            if breaker is not None:
-                breaker.release_connection()
             reason = exc.strerror or type(exc).__name__
-            self._connect_failed(pool, waiter, "connect_failure", f"upstream connect error: {reason}")
+            self._connect_failed(pool, waiter, "connect_failure", f"upstream connect error: {reason}", breaker)
             return
         except BaseException:
             if breaker is not None:
@@ -194,11 +306,10 @@ class UpstreamPools:
         pool.created += 1
         pool.live.add(conn)
         if conn.closed:  # reset right after connecting
-            if breaker is not None:
-                breaker.release_connection()
             pool.live.discard(conn)
             pool.size -= 1
-            self._connect_failed(pool, waiter, "connect_failure", "upstream connection closed while connecting", False)
+            message = "upstream connection closed while connecting"
+            self._connect_failed(pool, waiter, "connect_failure", message, breaker, False)
             return
         conn.breaker = breaker  # its max_connections slot, given back when it closes (EndpointPool.forget)
         if waiter.wants_upstream:
@@ -207,19 +318,29 @@ class UpstreamPools:
             self.release(conn, 5.0)
 
     def _connect_failed(
-        self, pool: EndpointPool, waiter: PoolWaiter, kind: str, message: str, counted: bool = True
+        self,
+        pool: EndpointPool,
+        waiter: PoolWaiter,
+        kind: str,
+        message: str,
+        breaker: CircuitBreaker | None,
+        counted: bool = True,
     ) -> None:
         if counted:
             pool.size -= 1
         pool.connect_failures += 1
+        if breaker is not None:
+            breaker.release_connection()
         if waiter.wants_upstream:
             waiter.on_upstream_failed(kind, message)
+        if breaker is not None:
+            self.slot_freed(breaker)
         self._serve_waiters(pool)
 
     def _serve_waiters(self, pool: EndpointPool) -> None:
-        """Room was freed below the connection limit: start a connect for the first live waiter."""
+        """Room was freed below the endpoint's limit: start a connect for the first live waiter."""
         while pool.waiters and pool.size < pool_limit(pool):
-            waiter, timeout_s, max_connections, breaker = pool.waiters.popleft()
+            waiter, _, timeout_s, max_connections, breaker = pool.waiters.popleft()
             release_pending_slot(waiter)
             if waiter.wants_upstream:
                 conn = self.acquire(pool, waiter, timeout_s, max_connections, breaker)
@@ -234,11 +355,12 @@ class UpstreamPools:
         self._sweeper = None
         now = self._clock()
         any_idle = False
+        awaited = {entry[1] for queue in self.queued.values() for entry in queue}
         for key, pool in list(self.pools.items()):
             for conn in [c for c in pool.idle if c.idle_deadline <= now]:
                 conn.close()
             any_idle = any_idle or bool(pool.idle)
-            if pool.size == 0 and not pool.waiters:
+            if pool.size == 0 and not pool.waiters and pool not in awaited:
                 del self.pools[key]
         if any_idle and not self._closing:
             self._schedule_sweep()
@@ -269,14 +391,6 @@ def release_pending_slot(waiter: PoolWaiter) -> None:
         breaker.release_pending()
 
 
-def release_connection_slot(conn: UpstreamConnection) -> None:
-    """A connection closed: its breaker's max_connections slot goes back once."""
-    breaker = conn.breaker
-    if breaker is not None:
-        conn.breaker = None
-        breaker.release_connection()
-
-
 def pool_limit(pool: EndpointPool) -> int:
-    """The connection limit the first queued waiter asked for (waiters carry the cluster's limit)."""
-    return pool.waiters[0][2] if pool.waiters else 0
+    """The connection limit the first queued waiter asked for (waiters carry the endpoint's limit)."""
+    return pool.waiters[0][3] if pool.waiters else 0

@@ -26,6 +26,7 @@ The overflow answer, built by ``overflow_response`` (Envoy sends ``x-envoy-overl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Final
 
 from mesh.model.policies import CircuitBreakers
@@ -127,6 +128,33 @@ class CircuitBreaker:
         }
 
 
+def share(limit: int, workers: int) -> int:
+    """One worker's part of a cluster-wide ``limit``: ceil(limit / workers), at least 1 (0 stays 0)."""
+    if limit <= 0 or workers <= 1:
+        return limit
+    return max(1, -(-limit // workers))
+
+
+def worker_share(limits: CircuitBreakers, workers: int) -> CircuitBreakers:
+    """The limits one of ``workers`` processes enforces so that all of them together keep about
+    the cluster's (``--workers``: each process has its own counters). Every count limit is
+    ``share``d (the sum may pass the limit by up to ``workers - 1``); a retry budget keeps its
+    percentage (of each worker's own requests) and shares its ``min_retry_concurrency``."""
+    if workers <= 1:
+        return limits
+    budget = limits.retry_budget
+    if budget is not None:
+        budget = replace(budget, min_retry_concurrency=share(budget.min_retry_concurrency, workers))
+    return replace(
+        limits,
+        max_connections=share(limits.max_connections, workers),
+        max_pending_requests=share(limits.max_pending_requests, workers),
+        max_requests=share(limits.max_requests, workers),
+        max_retries=share(limits.max_retries, workers),
+        retry_budget=budget,
+    )
+
+
 def overflow_message(cluster: str, limit: str, value: int) -> str:
     """The body of the 503 sent when ``limit`` (e.g. ``max_requests``) is reached."""
     return f"upstream overflow: cluster {cluster!r} is at {limit} ({value})"
@@ -149,4 +177,6 @@ __all__ = [
     "CircuitBreaker",
     "overflow_message",
     "overflow_response",
+    "share",
+    "worker_share",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 from mesh.model.policies import HealthCheck
@@ -114,6 +114,27 @@ class HealthChecker:
                 self._move(health, target)
         return self._publish()
 
+    def adopt(self, key: str, view: Mapping[str, Any]) -> bool:
+        """Take ``key``'s state as another process's checker reported it (``endpoint_state``'s form;
+        ``--workers``: one worker probes, the others adopt). Returns whether ``unavailable`` changed."""
+        health = self.endpoints.get(key)
+        if health is None:
+            return False
+        state = view["status"]
+        if state not in (UNCHECKED, HEALTHY, UNHEALTHY):
+            raise ValueError(f"status: must be unchecked, healthy or unhealthy, got {state!r}")
+        if state != health.state:
+            self._move(health, state)
+        health.streak = int(view.get("streak", 0))
+        health.checks = int(view.get("checks", 0))
+        health.failures = int(view.get("failures", 0))
+        result = view.get("last_result")
+        health.last_passed = None if result is None else result == "pass"
+        health.last_detail = str(view.get("last_detail", ""))
+        ago = view.get("last_checked_ago_s")
+        health.last_checked = self._clock() - float(ago) if ago is not None else 0.0
+        return self._publish()
+
     def _move(self, health: EndpointHealth, state: str) -> None:
         health.state = state
         health.streak = 0
@@ -126,6 +147,9 @@ class HealthChecker:
         self.unavailable = unavailable
         self.version += 1
         return True
+
+    def has_unchecked(self) -> bool:
+        return any(h.state == UNCHECKED for h in self.endpoints.values())
 
     # --- timing ---
 

@@ -82,6 +82,7 @@ class OutlierDetector:
         self.ejections_enforced: dict[str, int] = {}
         self.ejections_detected: dict[str, int] = {}
         self.ejections_overflow = 0
+        self.ejections_adopted = 0  # taken from another worker process (``adopt_ejection``)
         self._interval_start = clock()
         self.set_endpoints(keys)
 
@@ -161,6 +162,34 @@ class OutlierDetector:
             if host.ejected_until and host.ejected_until < at:
                 at = host.ejected_until
         return at
+
+    def adopt_ejection(self, key: str, duration_s: float, reason: str, ejections: int) -> bool:
+        """Another worker process ejected ``key`` for ``duration_s`` more seconds (``--workers``):
+        eject it here too, unless it already is or ``max_ejection_percent`` forbids (counted as
+        an overflow). The ejection multiplier follows the other worker's. Not counted as enforced
+        here (the worker that detected it counts it). Returns whether ``ejected`` changed."""
+        host = self.hosts.get(key)
+        if host is None or host.ejected_until or duration_s <= 0:
+            return False
+        if not self._may_eject():
+            self.ejections_overflow += 1
+            return False
+        now = self._clock()
+        host.ejections = max(host.ejections, ejections)
+        host.ejected_at = now
+        host.ejected_until = now + min(duration_s, max(self.config.max_ejection_time_s, 0.0))
+        host.last_reason = reason
+        host.consecutive_5xx = 0
+        host.consecutive_gateway = 0
+        self.ejections_adopted += 1
+        return self._publish()
+
+    def ejection(self, key: str) -> tuple[float, str, int] | None:
+        """``key``'s ejection as another worker adopts it: (seconds left, reason, ejection count)."""
+        host = self.hosts.get(key)
+        if host is None or not host.ejected_until:
+            return None
+        return max(0.0, host.ejected_until - self._clock()), host.last_reason, host.ejections
 
     # === decisions ===
 

@@ -62,7 +62,7 @@ from typing import Any, NamedTuple
 
 from lb import Endpoint
 from mesh.model.snapshot import Cluster, Route, Snapshot
-from sidecar.resilience.circuit_breaker import MAX_REQUESTS, CircuitBreaker, overflow_response
+from sidecar.resilience.circuit_breaker import MAX_REQUESTS, CircuitBreaker, overflow_response, worker_share
 from sidecar.resilience.fault import NO_FAULT, FaultDecision, decide_fault
 from sidecar.resilience.health_check import HealthChecker
 from sidecar.resilience.health_runner import HealthCheckRunner
@@ -91,9 +91,12 @@ MAX_TICK_S = 1.0
 
 
 class ClusterResilience:
-    """One cluster's breaker, outlier detector and health checker (the last two only when configured)."""
+    """One cluster's breaker, outlier detector and health checker (the last two only when configured).
 
-    __slots__ = ("breaker", "cluster", "health", "name", "notify", "outlier", "retry_stats")
+    ``workers``: how many ``--workers`` processes share the cluster's limits (the breaker enforces
+    this process's ``worker_share``)."""
+
+    __slots__ = ("breaker", "cluster", "health", "name", "notify", "outlier", "retry_stats", "workers")
 
     def __init__(
         self,
@@ -103,12 +106,14 @@ class ClusterResilience:
         clock: Callable[[], float],
         rng: random.Random,
         notify: Callable[[str], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.name = cluster.name
         self.cluster = cluster
         self.retry_stats = retry_stats
         self.notify = notify  # called with the name when ``unavailable`` changes
-        self.breaker = CircuitBreaker(cluster.name, cluster.circuit_breakers)
+        self.workers = workers
+        self.breaker = CircuitBreaker(cluster.name, worker_share(cluster.circuit_breakers, workers))
         self.outlier: OutlierDetector | None = None
         self.health: HealthChecker | None = None
         self._configure(cluster, clock, rng)
@@ -117,7 +122,7 @@ class ClusterResilience:
         """Settings and endpoints of a new snapshot; returns whether the unavailable set changed."""
         before = self.unavailable
         self.cluster = cluster
-        self.breaker.limits = cluster.circuit_breakers
+        self.breaker.limits = worker_share(cluster.circuit_breakers, self.workers)
         self._configure(cluster, clock, rng)
         return self.unavailable != before
 
@@ -434,7 +439,15 @@ class ResilienceConfig:
 class Resilience:
     """The long-lived resilience state of one sidecar, and its background work (outlier ticks,
     health probes, mirror copies). ``on_cluster_change(name)`` is called when a cluster's set of
-    unavailable endpoints changes; the sidecar rebuilds that cluster's balancer."""
+    unavailable endpoints changes; the sidecar rebuilds that cluster's balancer.
+
+    Under ``--workers N`` (``share_with_workers``): breaker limits are this process's share, and
+    only the probing worker runs health checks; the others ``adopt_health`` what it publishes
+    (``health_states``, pushed on every change: ``on_health_change`` listeners, and fetched by a
+    worker that has endpoints it knows nothing of yet: ``on_health_needed``). Outlier detection
+    judges the answers each worker sees; an ejection it decides is given to ``on_ejection``
+    listeners (cluster, key, seconds left, reason, ejection count) for the other workers to
+    ``adopt_ejection``."""
 
     def __init__(
         self,
@@ -451,7 +464,13 @@ class Resilience:
         self.clusters: dict[str, ClusterResilience] = {}
         self.mirror_limiter = MirrorLimiter()
         self.mirror_sender = MirrorSender(self.mirror_limiter)
-        self.health_runner = HealthCheckRunner(self._changed, rng=self.rng)
+        self.health_runner = HealthCheckRunner(self._health_changed, rng=self.rng)
+        self.workers = 1
+        self.probes_health = True  # False: another worker probes, this one adopts its results
+        self.on_health_change: list[Callable[[], None]] = []  # probing worker: publish now
+        self.on_health_needed: list[Callable[[], None]] = []  # other workers: fetch the prober's states now
+        self.on_ejection: list[Callable[[str, str, float, str, int], None]] = []  # an ejection decided here
+        self._ejected_seen: dict[str, frozenset[str]] = {}  # per cluster: ejections already told / adopted
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         metrics.attach(lambda: self.clusters, self.mirror_limiter)
@@ -464,7 +483,12 @@ class Resilience:
             existing = self.clusters.get(name)
             if existing is None:
                 existing = ClusterResilience(
-                    cluster, self.metrics.retry_stats(name), clock=self.clock, rng=self.rng, notify=self._changed
+                    cluster,
+                    self.metrics.retry_stats(name),
+                    clock=self.clock,
+                    rng=self.rng,
+                    notify=self._changed,
+                    workers=self.workers,
                 )
             elif existing.cluster != cluster:
                 updates.append((existing, cluster))
@@ -485,10 +509,15 @@ class Resilience:
         ]
         for name in [n for n in self.clusters if n not in config.clusters]:
             self.clusters.pop(name).notify = None
+            self._ejected_seen.pop(name, None)
         self.clusters.update(config.clusters)
-        for name, cluster in config.clusters.items():
-            self.health_runner.sync(name, cluster.health, cluster.cluster.endpoints)
-        self.health_runner.forget_others(set(config.clusters))
+        if self.probes_health:
+            for name, cluster in config.clusters.items():
+                self.health_runner.sync(name, cluster.health, cluster.cluster.endpoints)
+            self.health_runner.forget_others(set(config.clusters))
+        elif any(c.health is not None and c.health.has_unchecked() for c in config.clusters.values()):
+            for listener in self.on_health_needed:  # endpoints this worker knows nothing of yet
+                listener()
         for name in changed:
             self._changed(name)
         self._wake.set()
@@ -498,7 +527,78 @@ class Resilience:
         cluster = self.clusters.get(name)
         return tuple(endpoints) if cluster is None else cluster.effective_endpoints(endpoints)
 
+    # --- several worker processes ---
+
+    def share_with_workers(self, workers: int, *, probes_health: bool) -> None:
+        """This process is one of ``workers`` serving the same listeners: enforce its share of each
+        breaker limit, and probe health only if ``probes_health`` (else adopt what is published)."""
+        self.workers = max(1, workers)
+        self.probes_health = probes_health
+        for cluster in self.clusters.values():
+            cluster.workers = self.workers
+            cluster.breaker.limits = worker_share(cluster.cluster.circuit_breakers, self.workers)
+
+    def health_states(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every checked cluster's endpoint states (``HealthChecker.endpoint_state``), to publish."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, cluster in self.clusters.items():
+            checker = cluster.health
+            if checker is not None:
+                out[name] = {key: checker.endpoint_state(key) for key in checker.endpoints}
+        return out
+
+    def adopt_health(self, states: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        """Take the probing worker's ``health_states``; clusters or endpoints this process does not
+        (yet) check are skipped. Raises ``ValueError`` naming the entry at fault."""
+        for name, endpoints in states.items():
+            cluster = self.clusters.get(name)
+            checker = cluster.health if cluster is not None else None
+            if checker is None:
+                continue
+            changed = False
+            try:
+                for key, view in endpoints.items():
+                    try:
+                        changed = checker.adopt(key, view) or changed
+                    except (KeyError, TypeError, ValueError) as exc:
+                        raise ValueError(f"{name}.{key}: {exc}") from exc
+            finally:
+                if changed:  # what was taken before a bad entry still reaches the balancer
+                    self._changed(name)
+
+    def adopt_ejection(self, name: str, key: str, duration_s: float, reason: str, ejections: int) -> bool:
+        """Another worker ejected ``key`` of cluster ``name``: eject it here too (if this worker
+        detects outliers in that cluster). Returns whether it was ejected here now."""
+        cluster = self.clusters.get(name)
+        outlier = cluster.outlier if cluster is not None else None
+        if outlier is None or not outlier.adopt_ejection(key, duration_s, reason, ejections):
+            return False
+        self._ejected_seen[name] = outlier.ejected  # adopted, so not told back
+        self._changed(name)
+        return True
+
+    def _tell_ejections(self, name: str) -> None:
+        """Ejections of ``name`` decided here since the last call go to the ``on_ejection`` listeners."""
+        cluster = self.clusters.get(name)
+        outlier = cluster.outlier if cluster is not None else None
+        if outlier is None:
+            return
+        ejected = outlier.ejected
+        for key in sorted(ejected - self._ejected_seen.get(name, frozenset())):
+            state = outlier.ejection(key)
+            if state is not None:
+                for listener in self.on_ejection:
+                    listener(name, key, *state)
+        self._ejected_seen[name] = ejected
+
+    def _health_changed(self, name: str) -> None:
+        self._changed(name)
+        for listener in self.on_health_change:
+            listener()
+
     def _changed(self, name: str) -> None:
+        if self.on_ejection:
+            self._tell_ejections(name)
         self._wake.set()  # an ejection may end sooner than the ticker's current sleep
         try:
             self.on_cluster_change(name)
