@@ -150,7 +150,10 @@ class Exchange:
                 return
             self.respond_local(choice.status, choice.message, choice.stats)
             return
-        self._route(choice)
+        if choice.route.resilience.fault_policy is None and type(choice) is Forward:
+            self._forward(choice)  # the usual case, without the two hops below
+        else:
+            self._route(choice)
 
     def _route(self, choice: Forward | Redirect) -> None:
         """The route is known: its fault (delay, then abort) comes before anything else."""
@@ -345,6 +348,8 @@ class Exchange:
             self.conn.pause_for(PAUSE_BUFFER)
 
     def on_request_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        if self.body_done:
+            return  # a request without a body was complete from its head on (see __init__)
         self.body_done = True
         if self.done:
             return
@@ -477,11 +482,6 @@ class Exchange:
         self._complete(response.status)
 
     # === upstream connection events (UpstreamUser) ===
-
-    def on_upstream_data_after_upgrade(self, data: bytes) -> None:
-        transport = self.conn.transport
-        if data and transport is not None:
-            transport.write(data)
 
     def on_upstream_error(self, exc: Exception) -> None:
         log.debug("invalid upstream response", extra={"error": str(exc)})

@@ -49,16 +49,13 @@ class RequestReader:
     """
 
     __slots__ = (
-        "_fields",
         "_head_bytes",
         "_headers",
-        "_in_head",
-        "_in_trailers",
-        "_limits",
+        "_max_fields",
+        "_max_head_bytes",
         "_parser",
         "_sink",
         "_started_now",
-        "_trailers",
         "_url",
         "head_started_at",
         "in_head",
@@ -66,16 +63,15 @@ class RequestReader:
 
     def __init__(self, sink: RequestSink, limits: HeadLimits) -> None:
         self._sink = sink
-        self._limits = limits
+        self._max_head_bytes = limits.max_head_bytes
+        self._max_fields = limits.max_fields
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
+        # The head's fields; after the head, a fresh list that collects trailers (rare).
         self._headers: list[tuple[bytes, bytes]] = []
-        self._trailers: list[tuple[bytes, bytes]] | None = None
         self._head_bytes = 0
-        self._fields = 0
         self.in_head = False  # between a request's first byte and the end of its head
         self.head_started_at = 0.0  # when that first byte came (the header timeout runs from it)
-        self._in_trailers = False
         self._started_now = False
 
     def feed(self, data: bytes) -> bytes | None:
@@ -91,7 +87,7 @@ class RequestReader:
         if self.in_head and not self._started_now:
             # Bytes inside one unfinished field are invisible to the callbacks; count the reads.
             self._head_bytes += len(data)
-            if self._head_bytes > self._limits.max_head_bytes:
+            if self._head_bytes > self._max_head_bytes:
                 raise HttpError(431, "request header fields too large")
         return None
 
@@ -100,48 +96,38 @@ class RequestReader:
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
-        self._trailers = None
         self._head_bytes = 0
-        self._fields = 0
         self.in_head = True
         self.head_started_at = _monotonic()
-        self._in_trailers = False
         self._started_now = True
 
     def on_url(self, url: bytes) -> None:
         self._url = url if not self._url else self._url + url
         self._head_bytes += len(url)
-        if self._head_bytes > self._limits.max_head_bytes:
-            raise HttpError(414 if len(self._url) > self._limits.max_head_bytes // 2 else 431, "request head too large")
+        if self._head_bytes > self._max_head_bytes:
+            raise HttpError(414 if len(self._url) > self._max_head_bytes // 2 else 431, "request head too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        self._fields += 1
-        if self._head_bytes > self._limits.max_head_bytes or self._fields > self._limits.max_fields:
+        size = self._head_bytes = self._head_bytes + len(name) + len(value) + 4
+        headers = self._headers
+        if size > self._max_head_bytes or len(headers) >= self._max_fields:
             raise HttpError(431, "request header fields too large")
-        if self._in_trailers:
-            if self._trailers is None:
-                self._trailers = []
-            self._trailers.append((name, value))
-        else:
-            self._headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self._in_trailers = True
         parser = self._parser
         version = parser.get_http_version()
         head = request_head(parser.get_method(), self._url, _VERSIONS.get(version) or version.encode(), self._headers)
         self._head_bytes = 0
-        self._fields = 0
+        self._headers = []  # trailers from here on (a chunked body may end with some), same limits
         self._sink.on_request(head)
 
     def on_body(self, data: bytes) -> None:
         self._sink.on_request_body(data)
 
     def on_message_complete(self) -> None:
-        self._in_trailers = False
-        self._sink.on_request_end(self._trailers)
+        self._sink.on_request_end(self._headers or None)
 
 
 class ResponseSink(Protocol):

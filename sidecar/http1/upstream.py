@@ -27,7 +27,6 @@ class UpstreamUser(Protocol):
     """The exchange using a connection: receives what happens to it."""
 
     def flush_out(self) -> None: ...
-    def on_upstream_data_after_upgrade(self, data: bytes) -> None: ...
     def on_upstream_error(self, exc: Exception) -> None: ...
     def on_upstream_lost(self, exc: Exception | None) -> None: ...
     def on_upstream_write_paused(self) -> None: ...
@@ -83,9 +82,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             user.on_upstream_error(exc)
             return
-        user.flush_out()
-        if rest is not None and self.user is not None:
-            self.user.on_upstream_data_after_upgrade(rest)
+        user = self.user  # None once the response ended and the connection went back to the pool
+        if user is not None:
+            user.flush_out()
+        if rest and self.relay is not None:
+            self.relay.from_upstream(rest)  # tunnel bytes that came in the same read as the 101
 
     def eof_received(self) -> bool:
         relay = self.relay

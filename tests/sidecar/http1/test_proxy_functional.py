@@ -16,7 +16,7 @@ import pytest
 
 from sidecar.http1.listener import HttpSettings
 from tests.sidecar.conftest import BackendFactory, SidecarFactory
-from tests.sidecar.helpers import cluster, http_config, raw_request, simple_config, status_codes
+from tests.sidecar.helpers import Backend, cluster, http_config, raw_request, simple_config, status_codes
 
 
 async def get_json(
@@ -440,3 +440,31 @@ async def test_100mb_chunked_upload_streams_with_bounded_memory(
     assert result == {"backend": "web", "body_len": total, "body_sha": expected.hexdigest()}
     assert web.first_chunk_at[0] < sent_all_at - 0.05  # streamed: the upstream read early bytes first
     assert growth < 40, f"RSS grew {growth:.0f} MB while relaying 100 MB"
+
+
+async def test_tunnel_bytes_in_the_same_read_as_the_101_reach_the_client(sidecar_factory: SidecarFactory) -> None:
+    """An upstream that speaks first after switching protocols (one write: 101 head + its first bytes)."""
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: chat\r\n\r\nserver-hello;")
+        while data := await reader.read(65536):
+            writer.write(b"echo:" + data)
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = Backend("raw", port=port)
+    sidecar = await sidecar_factory(simple_config([backend]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.listener_port("outbound"))
+    try:
+        writer.write(b"GET /chat HTTP/1.1\r\nHost: web\r\nConnection: upgrade\r\nUpgrade: chat\r\n\r\n")
+        async with asyncio.timeout(3):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101")
+            assert await reader.readexactly(len(b"server-hello;")) == b"server-hello;"
+            writer.write(b"ping")
+            assert await reader.readexactly(len(b"echo:ping")) == b"echo:ping"
+    finally:
+        writer.close()
+        server.close()
