@@ -14,7 +14,7 @@ import typer
 
 from discovery.client_config import ClientConfig
 from discovery.runtime.addresses import split_host_port
-from discovery.runtime.http import run_until_signalled
+from discovery.runtime.lifecycle import run_until_signalled
 from discovery.runtime.logs import configure_logging
 from discovery.server import RegistryConfig, serve
 from dnsserver.config import DEFAULT_DNS_ADDR, DEFAULT_METRICS_ADDR, DnsConfig

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from discovery.client_config import ClientConfigError
-from discovery.runtime.http import run_until_signalled
+from discovery.runtime.lifecycle import run_until_signalled
 from discovery.runtime.logs import configure_logging
 from mesh.control.client import ControlApiError, ControlClient
 from mesh.control.explain_policies import describe_cluster_policies, describe_route_policies

@@ -15,7 +15,7 @@ import typer
 from discovery.client_config import ClientConfig, ClientConfigError
 from discovery.registrar.config import DEFAULT_METRICS_ADDR, ENV_VARS, ConfigError, RegistrarConfig
 from discovery.registrar.server import RegistrarError, serve
-from discovery.runtime.http import run_until_signalled
+from discovery.runtime.lifecycle import run_until_signalled
 from discovery.runtime.logs import configure_logging
 
 _BACKENDS = {"consul": "http://", "consul-tls": "https://", "consul-unix": "unix://"}

@@ -1,6 +1,6 @@
 """The admin port (Envoy-like): readiness, metrics, the config in use, clusters, listeners, drain.
 
-aiohttp is fine here: none of this is on the request path.
+Served by ``sidecar.admin_http`` (httptools, no aiohttp: see there why).
 
 | route | answer |
 |---|---|
@@ -14,12 +14,11 @@ aiohttp is fine here: none of this is on the request path.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from sidecar.admin_http import AdminRequest, AdminResponse, Handler
 
 
 class AdminView(Protocol):
@@ -32,61 +31,49 @@ class AdminView(Protocol):
     def start_drain(self) -> None: ...
 
 
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, indent=2, sort_keys=False) + "\n", status=status, content_type="application/json"
-    )
-
-
-def admin_app(
-    view: AdminView, registry: CollectorRegistry, extra: Callable[[web.Application], None] | None = None
-) -> web.Application:
+def admin_routes(view: AdminView, registry: CollectorRegistry) -> dict[tuple[str, str], Handler]:
     """The admin routes; ``/metrics`` serves the process-wide registry plus this sidecar's own ``registry``.
 
     The sidecar keeps its series in its own registry so several sidecars (tests, workers) can live
-    in one process; the ops routes are written here rather than taken from
-    ``discovery.runtime.http.add_ops_routes`` for that reason.
+    in one process.
     """
-    app = web.Application()
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(REGISTRY) + generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def metrics(_: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, generate_latest(REGISTRY) + generate_latest(registry), CONTENT_TYPE_LATEST)
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+    def healthz(_: AdminRequest) -> AdminResponse:
+        return AdminResponse.text("ok\n")
 
-    async def ready(_: web.Request) -> web.Response:
+    def ready(_: AdminRequest) -> AdminResponse:
         state = view.readiness()
-        return web.Response(text=state + "\n", status=200 if state == "LIVE" else 503)
+        return AdminResponse.text(state + "\n", 200 if state == "LIVE" else 503)
 
-    async def config_dump(_: web.Request) -> web.Response:
-        return _json(view.config_dump())
+    def config_dump(_: AdminRequest) -> AdminResponse:
+        return AdminResponse.json(view.config_dump())
 
-    async def clusters(request: web.Request) -> web.Response:
+    def clusters(request: AdminRequest) -> AdminResponse:
         data = view.clusters_view()
         if request.query.get("format") == "text":
-            return web.Response(text=clusters_text(data))
-        return _json(data)
+            return AdminResponse.text(clusters_text(data))
+        return AdminResponse.json(data)
 
-    async def listeners(_: web.Request) -> web.Response:
-        return _json(view.listeners_view())
+    def listeners(_: AdminRequest) -> AdminResponse:
+        return AdminResponse.json(view.listeners_view())
 
-    async def drain(_: web.Request) -> web.Response:
+    def drain(_: AdminRequest) -> AdminResponse:
         view.start_drain()
-        return web.Response(text="draining\n")
+        return AdminResponse.text("draining\n")
 
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", ready)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/config_dump", config_dump)
-    app.router.add_get("/clusters", clusters)
-    app.router.add_get("/listeners", listeners)
-    app.router.add_post("/drain", drain)
-    if extra is not None:
-        extra(app)
-    return app
+    return {
+        ("GET", "/metrics"): metrics,
+        ("GET", "/healthz"): healthz,
+        ("GET", "/readyz"): ready,
+        ("GET", "/ready"): ready,
+        ("GET", "/config_dump"): config_dump,
+        ("GET", "/clusters"): clusters,
+        ("GET", "/listeners"): listeners,
+        ("POST", "/drain"): drain,
+    }
 
 
 def clusters_text(data: dict[str, Any]) -> str:

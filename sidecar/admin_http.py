@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import os
 from collections import deque
@@ -52,6 +53,10 @@ class AdminResponse:
     @classmethod
     def text(cls, text: str, status: int = 200) -> AdminResponse:
         return cls(status, text.encode("utf-8"))
+
+    @classmethod
+    def json(cls, data: object, status: int = 200) -> AdminResponse:
+        return cls(status, (json.dumps(data, indent=2) + "\n").encode("utf-8"), "application/json")
 
 
 Handler = Callable[[AdminRequest], "AdminResponse | Awaitable[AdminResponse]"]

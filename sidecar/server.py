@@ -22,15 +22,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from discovery.runtime.addresses import split_host_port
-from discovery.runtime.http import start_site
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.snapshot import Listener, Snapshot
 from sidecar.active import ActiveConfig, ConfigHolder, build_active, empty_snapshot, rebuild_balancer
-from sidecar.admin import admin_app
+from sidecar.admin import admin_routes
+from sidecar.admin_http import AdminServer
 from sidecar.http1.listener import HttpContext, HttpListener, HttpSettings
 from sidecar.http1.upstream_pool import UpstreamPools
 from sidecar.metrics import SidecarMetrics
@@ -112,7 +111,7 @@ class SidecarServer:
         self._demand = demand
         self._listeners: dict[tuple[str, str, str, int], Listening] = {}
         self._retiring: set[asyncio.Task[None]] = set()
-        self._admin: web.AppRunner | None = None
+        self._admin: AdminServer | None = None
         self.admin_port = 0
         self.applied = False
         self.applied_at = 0.0
@@ -126,15 +125,13 @@ class SidecarServer:
         self.resilience.start()
         if not self.config.serve_admin:
             return
-        app = admin_app(self, self.registry)
+        self._admin = AdminServer(admin_routes(self, self.registry))
         address = self.config.admin_addr
         if address.startswith("unix:"):  # a worker's private admin socket (see sidecar.workers)
-            self._admin = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await self._admin.setup()
-            await web.UnixSite(self._admin, address[5:]).start()
+            await self._admin.start_unix(address[5:])
             return
         host, port = split_host_port(address, 15000)
-        self._admin, self.admin_port = await start_site(app, host, port)
+        self.admin_port = await self._admin.start_tcp(host, port)
         log.info("sidecar admin listening", extra={"admin": f"{host}:{self.admin_port}"})
 
     async def stop(self) -> None:
@@ -150,7 +147,7 @@ class SidecarServer:
         await self.pools.close()
         await self.resilience.close()
         if self._admin is not None:
-            await self._admin.cleanup()
+            await self._admin.close()
             self._admin = None
 
     def start_drain(self) -> None:

@@ -1,16 +1,11 @@
-"""Ops endpoints every long-running process serves, and a runner with clean shutdown."""
+"""Ops endpoints every long-running process serves over aiohttp (``/metrics``, ``/healthz``, ``/readyz``)."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
-from discovery.runtime.limits import raise_open_files_limit
-from discovery.runtime.memory import freeze_long_lived
 
 
 def add_ops_routes(app: web.Application, ready: Callable[[], bool]) -> None:
@@ -41,25 +36,3 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     return runner, int(runner.addresses[0][1])
-
-
-def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)`` on uvloop; SIGTERM/SIGINT set ``stop`` so it can drain and return."""
-    import uvloop
-
-    raise_open_files_limit()
-
-    async def wrapper() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        # Once per process, however many parts `main` runs (`mesh up` runs several).
-        gc_tuning = asyncio.create_task(freeze_long_lived(), name="gc-freeze")
-        try:
-            await main(stop)
-        finally:
-            gc_tuning.cancel()
-            await asyncio.gather(gc_tuning, return_exceptions=True)
-
-    uvloop.run(wrapper())

@@ -14,8 +14,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar, cast
 
-import yaml
-
 from discovery.durations import DurationError, parse_duration
 
 T = TypeVar("T")
@@ -49,10 +47,9 @@ def load_text(raw: bytes, fmt: Format | None = None) -> object:
             return json.loads(text, object_pairs_hook=_json_object)
         except json.JSONDecodeError as exc:
             raise ConfigError("", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"invalid YAML: {_yaml_problem(exc)}") from exc
+    from mesh.model.yaml_text import load_yaml  # PyYAML only when YAML comes (a sidecar fed JSON skips it)
+
+    return load_yaml(text)
 
 
 def content_version(raw: bytes) -> str:
@@ -202,34 +199,6 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ConfigError("", f"invalid JSON: duplicate key {key!r}")
         out[key] = value
     return out
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (plain SafeLoader keeps the last silently)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in out:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1}, column {mark.column + 1})", mark
-            )
-        out[key] = loader.construct_object(value_node, deep=deep)
-    return out
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    return str(exc)
 
 
 def located(exc: Exception, path: str) -> ConfigError:

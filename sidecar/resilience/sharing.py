@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
+from sidecar.admin_http import AdminRequest, AdminResponse, Handler
 from sidecar.resilience.policy import Resilience
 
 log = logging.getLogger("sidecar.resilience.sharing")
@@ -257,33 +257,35 @@ def parse_ejections(data: object) -> list[tuple[str, str, float, str, int]]:
 # === the routes on each worker's socket ===
 
 
-def add_sharing_routes(app: web.Application, resilience: Resilience) -> None:
+def sharing_routes(resilience: Resilience) -> dict[tuple[str, str], Handler]:
     """``GET``/``POST /workers/health`` (this worker's states / adopt the prober's; 409 on the
     prober itself) and ``POST /workers/ejections`` (adopt another worker's ejections)."""
 
-    async def health_states(_: web.Request) -> web.Response:
-        return web.json_response(resilience.health_states())
+    def health_states(_: AdminRequest) -> AdminResponse:
+        return AdminResponse.json(resilience.health_states())
 
-    async def adopt_health(request: web.Request) -> web.Response:
+    def adopt_health(request: AdminRequest) -> AdminResponse:
         if resilience.probes_health:
-            return web.Response(status=409, text="this worker runs the health checks itself\n")
+            return AdminResponse.text("this worker runs the health checks itself\n", 409)
         try:
-            resilience.adopt_health(parse_health_states(await request.json()))
+            resilience.adopt_health(parse_health_states(json.loads(request.body)))
         except ValueError as exc:  # json.JSONDecodeError included
-            return web.Response(status=400, text=f"bad health states: {exc}\n")
-        return web.Response(text="ok\n")
+            return AdminResponse.text(f"bad health states: {exc}\n", 400)
+        return AdminResponse.text("ok\n")
 
-    async def adopt_ejections(request: web.Request) -> web.Response:
+    def adopt_ejections(request: AdminRequest) -> AdminResponse:
         try:
-            ejections = parse_ejections(await request.json())
+            ejections = parse_ejections(json.loads(request.body))
         except ValueError as exc:
-            return web.Response(status=400, text=f"bad ejections: {exc}\n")
+            return AdminResponse.text(f"bad ejections: {exc}\n", 400)
         adopted = sum(resilience.adopt_ejection(*item) for item in ejections)
-        return web.Response(text=f"adopted {adopted}\n")
+        return AdminResponse.text(f"adopted {adopted}\n")
 
-    app.router.add_get(HEALTH_PATH, health_states)
-    app.router.add_post(HEALTH_PATH, adopt_health)
-    app.router.add_post(EJECTIONS_PATH, adopt_ejections)
+    return {
+        ("GET", HEALTH_PATH): health_states,
+        ("POST", HEALTH_PATH): adopt_health,
+        ("POST", EJECTIONS_PATH): adopt_ejections,
+    }
 
 
 __all__ = [
@@ -293,7 +295,7 @@ __all__ = [
     "EjectionBroadcaster",
     "HealthFollower",
     "HealthPublisher",
-    "add_sharing_routes",
     "parse_ejections",
     "parse_health_states",
+    "sharing_routes",
 ]

@@ -1,23 +1,8 @@
 """Config sources: where the sidecar's snapshots come from, behind one interface (``base``).
 
-``static_file.StaticFileSource`` (``--config FILE``) and ``registry.RegistrySource`` (the registry
-alone); ``defaults`` builds the standard listener layout from the sidecar's flags.
+``static_file.StaticFileSource`` (``--config FILE``), ``registry.RegistrySource`` (the registry
+alone) and ``control_plane.ControlPlaneSource`` (`mesh control`); ``defaults`` builds the
+standard listener layout from the sidecar's flags. Import each source from its own module: the
+registry and control-plane ones pull in aiohttp and the registry client, which a sidecar fed by
+a file does not need.
 """
-
-from sidecar.sources.base import APPLIED, Apply, ApplyResult, ConfigSource, OnDemand, SourceStats
-from sidecar.sources.defaults import SidecarSettings, parse_upstream
-from sidecar.sources.registry import RegistrySource
-from sidecar.sources.static_file import StaticFileSource
-
-__all__ = [
-    "APPLIED",
-    "Apply",
-    "ApplyResult",
-    "ConfigSource",
-    "OnDemand",
-    "RegistrySource",
-    "SidecarSettings",
-    "SourceStats",
-    "StaticFileSource",
-    "parse_upstream",
-]

@@ -11,7 +11,8 @@ import pytest
 from discovery.client import RegistryClient
 from discovery.server import RegistryServer
 from sidecar.server import SidecarConfig, SidecarServer, serve
-from sidecar.sources import RegistrySource, SidecarSettings
+from sidecar.sources.defaults import SidecarSettings
+from sidecar.sources.registry import RegistrySource
 from tests.sidecar.conftest import BackendFactory
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.workers import merge_clusters, merge_metrics
+from sidecar.supervisor import merge_clusters, merge_metrics
 
 
 def worker_view(active: int, available: bool, requests: int, overflows: dict[str, int]) -> dict[str, Any]:

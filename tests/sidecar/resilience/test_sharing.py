@@ -11,11 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from mesh.model.parse import parse_snapshot
 from mesh.model.policies import CircuitBreakers, HealthCheck, OutlierDetection, RetryBudget
 from mesh.model.snapshot import Snapshot
+from sidecar.admin_http import AdminServer
 from sidecar.resilience.circuit_breaker import share, worker_share
 from sidecar.resilience.health_check import HEALTHY, UNCHECKED, UNHEALTHY, HealthChecker
 from sidecar.resilience.metrics import ResilienceMetrics
@@ -28,9 +28,9 @@ from sidecar.resilience.sharing import (
     EjectionBroadcaster,
     HealthFollower,
     HealthPublisher,
-    add_sharing_routes,
     parse_ejections,
     parse_health_states,
+    sharing_routes,
 )
 
 
@@ -219,21 +219,18 @@ def test_parse_ejections_names_what_is_wrong() -> None:
 # === over real Unix sockets ===
 
 
-async def serve_routes(res: Resilience, path: Path) -> web.AppRunner:
-    app = web.Application()
-    add_sharing_routes(app, res)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.UnixSite(runner, str(path)).start()
-    return runner
+async def serve_routes(res: Resilience, path: Path) -> AdminServer:
+    server = AdminServer(sharing_routes(res))
+    await server.start_unix(str(path))
+    return server
 
 
 @pytest.fixture
-async def sockets(tmp_path: Path) -> AsyncIterator[list[web.AppRunner]]:
-    runners: list[web.AppRunner] = []
-    yield runners
-    for runner in runners:
-        await runner.cleanup()
+async def sockets(tmp_path: Path) -> AsyncIterator[list[AdminServer]]:
+    servers: list[AdminServer] = []
+    yield servers
+    for server in servers:
+        await server.close()
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -243,7 +240,7 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> Non
 
 
 async def test_publisher_pushes_on_change_and_follower_fetches_on_need(
-    tmp_path: Path, sockets: list[web.AppRunner]
+    tmp_path: Path, sockets: list[AdminServer]
 ) -> None:
     snap = snapshot({"health_check": {"tcp": {}, "interval": "1h"}}, hosts=2)
     prober, follower = resilience(), resilience()
@@ -280,9 +277,7 @@ async def test_publisher_pushes_on_change_and_follower_fetches_on_need(
         await follower.close()
 
 
-async def test_broadcaster_tells_the_other_worker_which_ejects_too(
-    tmp_path: Path, sockets: list[web.AppRunner]
-) -> None:
+async def test_broadcaster_tells_the_other_worker_which_ejects_too(tmp_path: Path, sockets: list[AdminServer]) -> None:
     snap = snapshot({"outlier_detection": {"consecutive_5xx": 1, "max_ejection_percent": 50}})
     here, there = resilience(), resilience()
     activate(here, snap)
