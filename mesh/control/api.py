@@ -9,6 +9,7 @@
 | ``GET /v1/mesh/explain?source=S&host=H&path=P&method=M&headers=k:v,...`` | why a request goes where it goes |
 | ``PUT|DELETE /v1/mesh/sidecars/{id}``, ``POST .../demand`` | sidecar registration, hosts asked for |
 | ``GET /v1/mesh/sync/{id}?version=V&wait=30s``, ``POST .../ack`` | long poll for a new snapshot; ACK/NACK |
+| ``POST /v1/mesh/ca/sign``, ``GET /v1/mesh/ca/bundle`` | the mesh CA (``mesh.control.api_ca``), when one is given |
 | ``GET /openapi.json``, ``/metrics``, ``/healthz``, ``/readyz`` | description and ops |
 
 Errors are JSON in one place (``error_middleware``): 400 ``{"error", "path"[, "document",
@@ -30,6 +31,7 @@ from aiohttp import web
 from discovery.durations import DurationError, parse_duration
 from discovery.runtime.http import add_ops_routes
 from mesh.control import metrics
+from mesh.control.api_ca import CaApiError, add_ca_routes
 from mesh.control.changes import Conflict, NotFound, Plan
 from mesh.control.openapi import OPENAPI
 from mesh.control.plane import ControlPlane
@@ -39,6 +41,7 @@ from mesh.model.reader import ConfigError
 from mesh.rules.documents import MAX_BODY_BYTES, RuleError, parse_documents
 from mesh.rules.fields import check_dns_label
 from mesh.rules.resource import DEFAULT_NAMESPACE, ResourceKey, kind_info, known_kinds
+from mesh.security.ca import MeshCA
 
 log = logging.getLogger("mesh.control.api")
 
@@ -76,6 +79,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_body(404, str(exc))
     except ApiError as exc:
         return error_body(exc.status, exc.message, **exc.extra)
+    except CaApiError as exc:
+        return error_body(exc.status, exc.message, path=exc.path)
     except StoreError as exc:
         log.error("config store failed: %s", exc)
         return error_body(503, f"config store unavailable: {exc}")
@@ -89,7 +94,7 @@ def _operation(request: web.Request) -> str:
     return "delete" if request.method == "DELETE" else "apply"
 
 
-def build_app(plane: ControlPlane) -> web.Application:
+def build_app(plane: ControlPlane, ca: MeshCA | None = None) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[PLANE] = plane
     routes = [
@@ -107,6 +112,8 @@ def build_app(plane: ControlPlane) -> web.Application:
         web.get("/openapi.json", openapi),
     ]
     app.add_routes(routes)
+    if ca is not None:
+        add_ca_routes(app, ca, plane)
     add_ops_routes(app, lambda: plane.ready)
     return app
 

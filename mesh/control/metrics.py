@@ -23,3 +23,8 @@ ROUND_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 WATCHED_SERVICES = Gauge("mesh_control_watched_services", "Registry services watched for sidecars.")
+CA_CSRS = Counter(
+    "mesh_control_ca_csrs_total",
+    "Certificate signing requests, by result (issued, rejected, forbidden, unknown_sidecar, ca_unavailable).",
+    ["result"],
+)

@@ -74,7 +74,13 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "invalid input", 404: "not found", 409: "resourceVersion conflict", 503: "store unavailable"}
+    text = {
+        400: "invalid input",
+        403: "not allowed",
+        404: "not found",
+        409: "resourceVersion conflict",
+        503: "store unavailable",
+    }
     return {str(code): {"description": text[code], **_json({"$ref": "#/components/schemas/Error"})} for code in codes}
 
 
@@ -230,6 +236,39 @@ OPENAPI: dict[str, Any] = {
                     }
                 ),
                 "responses": {"204": {"description": "recorded"}, **_errors(400, 404)},
+            }
+        },
+        "/v1/mesh/ca/sign": {
+            "post": {
+                "summary": "Sign a registered sidecar's CSR into a short-lived SPIFFE certificate "
+                "(spiffe://<trust-domain>/ns/<namespace>/sa/<service> of its registration, nothing else)",
+                "requestBody": _json(
+                    {
+                        "type": "object",
+                        "required": ["sidecar", "csr"],
+                        "properties": {
+                            "sidecar": {"type": "string", "description": "the registered sidecar id"},
+                            "csr": {"type": "string", "description": "PEM certificate signing request"},
+                            "ttl": {"type": "string", "description": "lifetime, e.g. 12h (default 24h)"},
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": {
+                        "description": "{identity, cert_chain (PEM, leaf first), trust_bundle (PEM), serial, "
+                        "not_before, not_after}"
+                    },
+                    **_errors(400, 403, 404),
+                },
+            }
+        },
+        "/v1/mesh/ca/bundle": {
+            "get": {
+                "summary": "The trust bundle (the CA roots peers verify against)",
+                "parameters": [
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "pem"]}},
+                ],
+                "responses": {"200": {"description": "{trust_domain, trust_bundle} or PEM with format=pem"}},
             }
         },
     },

@@ -27,6 +27,7 @@ from discovery.client_models import RegistryError
 from mesh.control import metrics
 from mesh.control.changes import Plan, plan_apply, plan_delete
 from mesh.control.explain import explain_request
+from mesh.control.explain_security import security_view
 from mesh.control.push import Pusher
 from mesh.control.sidecars import SidecarRecord, demand_name
 from mesh.control.state import ConfigState
@@ -36,6 +37,7 @@ from mesh.control.translate import Profile, Translation
 from mesh.control.watches import ServiceWatches
 from mesh.model.parse import parse_snapshot
 from mesh.rules.resource import KINDS, Resource, ResourceKey
+from mesh.security.identity import DEFAULT_TRUST_DOMAIN, IdentityError, SpiffeId
 
 log = logging.getLogger("mesh.control")
 
@@ -82,6 +84,7 @@ class ControlPlane:
         self.ready = False
         self.replica = ""  # this control plane's name in status (set by the server once it listens)
         self.share: StatusShare | None = None
+        self.trust_domain = DEFAULT_TRUST_DOMAIN  # of the identities explain shows (the CA's, set by the server)
 
     # === lifecycle ===
 
@@ -268,10 +271,31 @@ class ControlPlane:
         namespace: str = "",
     ) -> dict[str, Any]:
         translation, described = await self._translation_for(source, host, namespace)
-        out = explain_request(
-            translation, self.watches.catalog, host=host, method=method, path=path, query=query, headers=headers
-        )
+        catalog = self.watches.catalog
+        out = explain_request(translation, catalog, host=host, method=method, path=path, query=query, headers=headers)
+        if "destinations" in out:
+            out["security"] = security_view(
+                self.state,
+                translation,
+                catalog,
+                [d["cluster"] for d in out["destinations"]],
+                source=self._identity_of(source, namespace),
+                method=method,
+                path=path,
+                host=host,
+                headers=headers,
+            )
         return {"config_version": self.state.version, "source": described, **out}
+
+    def _identity_of(self, service: str, namespace: str) -> SpiffeId | None:
+        """The SPIFFE ID a sidecar of ``service`` would hold (its registered namespace unless one is given)."""
+        if not namespace:
+            registered = (r.registration for r in self.pusher.sidecars.values() if r.registration.service == service)
+            namespace = min((reg.namespace for reg in registered), default="default")
+        try:
+            return SpiffeId(self.trust_domain, namespace, service)
+        except IdentityError:
+            return None
 
     async def _translation_for(self, source: str, host: str, namespace: str) -> tuple[Translation, dict[str, Any]]:
         """The snapshot the source's sidecar has, when one exists and knows the host; else the one a

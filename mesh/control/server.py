@@ -1,4 +1,4 @@
-"""`mesh control` as one start/stop unit: store + registry client + control plane + HTTP API."""
+"""`mesh control` as one start/stop unit: store + registry client + CA + control plane + HTTP API."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from discovery.client_config import ClientConfig
 from discovery.runtime.addresses import split_host_port
 from discovery.runtime.http import start_site
 from mesh.control.api import build_app
+from mesh.control.certificates import CA_DIR, CaSettings, open_ca
 from mesh.control.plane import ControlPlane, PlaneSettings
 from mesh.control.status_share import StatusShare
 from mesh.control.store import RuleStore
 from mesh.control.store_consul import DEFAULT_PREFIX, ConsulRuleStore
 from mesh.control.store_sqlite import SqliteRuleStore
+from mesh.security.ca import MeshCA
 
 log = logging.getLogger("mesh.control.server")
 
@@ -38,6 +40,7 @@ class ControlConfig:
     registry: ClientConfig | None = None  # None: CONSUL_HTTP_ADDR / CONSUL_HTTP_TOKEN
     replica_id: str = ""  # this replica's name in status ("": <hostname>:<port>)
     settings: PlaneSettings = field(default_factory=PlaneSettings)
+    ca: CaSettings | None = field(default_factory=CaSettings)  # None: no CA endpoints
 
 
 class ControlServer:
@@ -53,6 +56,7 @@ class ControlServer:
             store = SqliteRuleStore(config.data_dir / DB_NAME)
         self.plane = ControlPlane(store, self.client, config.settings)
         self._runner: web.AppRunner | None = None
+        self.ca: MeshCA | None = None
 
     @property
     def url(self) -> str:
@@ -60,8 +64,13 @@ class ControlServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
+        """Open the CA (``CaError`` when its files are unusable), the store, then listen."""
+        if self.config.ca is not None:
+            self.ca = await asyncio.to_thread(open_ca, self.config.ca, self.config.data_dir)
+            self._log_ca(self.ca, self.config.ca)
+            self.plane.trust_domain = self.ca.trust_domain
         await self.plane.start()
-        self._runner, self.port = await start_site(build_app(self.plane), self._host, self.port)
+        self._runner, self.port = await start_site(build_app(self.plane, self.ca), self._host, self.port)
         replica = self.config.replica_id or f"{socket.gethostname()}:{self.port}"
         self.plane.replica = replica
         if self.config.store == "consul":  # replicas share one store: share sidecar status through it too
@@ -85,6 +94,24 @@ class ControlServer:
                 "replica": replica,
             },
         )
+
+    def _log_ca(self, ca: MeshCA, settings: CaSettings) -> None:
+        root = ca.trust_bundle[0]
+        supplied = settings.cert_file is not None
+        log.info(
+            "mesh CA ready",
+            extra={
+                "trust_domain": ca.trust_domain,
+                "root": root.subject.rfc4514_string(),
+                "root_not_after": root.not_valid_after_utc.isoformat(),
+                "source": str(settings.cert_file) if supplied else str(self.config.data_dir / CA_DIR),
+            },
+        )
+        if self.config.store == "consul" and not supplied:
+            log.warning(
+                "each control plane replica generates its own CA root in its data dir: supply one CA to all "
+                "replicas so their certificates share a trust bundle"
+            )
 
     async def stop(self) -> None:
         """Answer parked long polls (503: sidecars reconnect elsewhere), drain requests, close. Idempotent."""

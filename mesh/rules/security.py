@@ -1,20 +1,54 @@
-"""``PeerAuthentication`` and ``AuthorizationPolicy`` (security.istio.io/v1): validated and stored (pure).
+"""``PeerAuthentication`` and ``AuthorizationPolicy`` (security.istio.io/v1, v1beta1): types and validation (pure).
 
-They are accepted so configuration can be written and reviewed ahead of time, and validated as
-Istio validates them. They are **not enforced**: the sidecar's config model has no mTLS or
-authorization layer yet (a later security issue); every apply that carries them says so in its
-warnings.
+Validated as Istio validates them, into typed values that ``mesh.security.authz`` evaluates.
+Istio's rules kept here: a ``from`` entry needs a non-empty ``source`` and a ``to`` entry a
+non-empty ``operation``; a ``when`` condition needs a known key and ``values`` or ``notValues``;
+``portLevelMtls`` needs a selector. An empty rule (``rules: [{}]``) is valid and matches every
+request (so ``action: DENY`` with it denies everything, Istio's "deny all"). Valid Istio this mesh
+cannot evaluate is rejected, never ignored: ``action: CUSTOM`` (external authorizers), path
+templates (``{*}``), JWT claims in conditions, ``targetRef``.
+
+They are **not enforced** yet: the sidecar has no mTLS or authorization layer (a later step of
+the security issue); every apply that carries them says so in its warnings.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mesh.model.reader import ConfigError
-from mesh.rules.fields import Reader, parse_ip_or_cidr
+from mesh.rules.fields import Reader, not_supported, parse_ip_or_cidr
 
 MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
+
+SOURCE_FIELDS = (
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+)
+OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+CONDITION_KEYS = (
+    "request.headers[<name>]",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "request.auth.principal",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+)
+_HEADER_KEY = re.compile(r"request\.headers\[([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\]")
+_UNSUPPORTED_KEYS = ("request.auth.audiences", "request.auth.presenter", "request.auth.claims", "experimental.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +59,56 @@ class PeerAuthenticationSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """``rules[].from[].source``: each field a tuple of values (empty: not set)."""
+
+    principals: tuple[str, ...] = ()
+    not_principals: tuple[str, ...] = ()
+    request_principals: tuple[str, ...] = ()
+    not_request_principals: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    not_namespaces: tuple[str, ...] = ()
+    ip_blocks: tuple[str, ...] = ()
+    not_ip_blocks: tuple[str, ...] = ()
+    remote_ip_blocks: tuple[str, ...] = ()
+    not_remote_ip_blocks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """``rules[].to[].operation``."""
+
+    hosts: tuple[str, ...] = ()
+    not_hosts: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
+    not_ports: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    not_methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    not_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``rules[].when[]``: ``key`` is ``source.ip``, ``request.headers[x-token]`` and the like."""
+
+    key: str
+    values: tuple[str, ...] = ()
+    not_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRule:
+    sources: tuple[Source, ...] = ()
+    operations: tuple[Operation, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AuthorizationPolicySpec:
     selector: tuple[tuple[str, str], ...] = ()
     action: str = "ALLOW"
-    rules: int = 0  # how many rules (their content is validated, not used yet)
+    rules: tuple[AuthorizationRule, ...] = ()
 
 
 def parse_peer_authentication(spec: Reader) -> PeerAuthenticationSpec:
@@ -72,12 +152,10 @@ def parse_authorization_policy(spec: Reader) -> AuthorizationPolicySpec:
         raise ConfigError(spec.at("provider"), "action CUSTOM needs a provider")
     if action != "CUSTOM" and provider is not None:
         raise ConfigError(spec.at("provider"), "is only used with action CUSTOM")
+    if action == "CUSTOM":
+        raise not_supported(spec.at("action"), "action CUSTOM (an external authorizer)")
     rules = spec.items("rules", _rule)
-    if action == "DENY" and any(rule == "empty" for rule in rules):
-        raise ConfigError(
-            spec.at("rules"), "a DENY policy needs conditions in every rule (an empty rule would deny everything)"
-        )
-    return AuthorizationPolicySpec(selector, action, len(rules))
+    return AuthorizationPolicySpec(selector, action, rules)
 
 
 def _selector(spec: Reader) -> tuple[tuple[str, str], ...]:
@@ -89,52 +167,83 @@ def _selector(spec: Reader) -> tuple[tuple[str, str], ...]:
     return labels
 
 
-def _rule(obj: Reader) -> str:
-    sources = obj.items("from", _source)
-    operations = obj.items("to", _operation)
-    conditions = obj.items("when", _condition)
-    return "empty" if not sources and not operations and not conditions else "rule"
+def _rule(obj: Reader) -> AuthorizationRule:
+    return AuthorizationRule(obj.items("from", _source), obj.items("to", _operation), obj.items("when", _condition))
 
 
-def _source(obj: Reader) -> None:
+def _source(obj: Reader) -> Source:
     source = obj.child("source")
-    for key in (
-        "principals",
-        "notPrincipals",
-        "requestPrincipals",
-        "notRequestPrincipals",
-        "namespaces",
-        "notNamespaces",
-    ):
-        source.strings(key)
+    values = {key: source.strings(key) for key in SOURCE_FIELDS}
     for key in ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks"):
-        for i, block in enumerate(source.strings(key)):
+        for i, block in enumerate(values[key]):
             parse_ip_or_cidr(block, source.at(f"{key}[{i}]"))
     source.finish()
+    if not any(values.values()):
+        raise ConfigError(source.path, f"must set at least one of {', '.join(SOURCE_FIELDS)}")
+    return Source(*(values[key] for key in SOURCE_FIELDS))
 
 
-def _operation(obj: Reader) -> None:
+def _operation(obj: Reader) -> Operation:
     operation = obj.child("operation")
-    for key in ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"):
-        operation.strings(key)
+    values = {key: operation.strings(key) for key in OPERATION_FIELDS}
     for key in ("ports", "notPorts"):
-        for i, port in enumerate(operation.strings(key)):
-            if not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError(operation.at(f"{key}[{i}]"), f"must be a port number as a string, got {port!r}")
+        for i, port in enumerate(values[key]):
+            _check_port(port, operation.at(f"{key}[{i}]"))
+    for key in ("paths", "notPaths"):
+        for i, path in enumerate(values[key]):
+            if "{" in path or "}" in path:
+                raise not_supported(operation.at(f"{key}[{i}]"), f"the path template {path!r}")
     operation.finish()
+    if not any(values.values()):
+        raise ConfigError(operation.path, f"must set at least one of {', '.join(OPERATION_FIELDS)}")
+    return Operation(*(values[key] for key in OPERATION_FIELDS))
 
 
-def _condition(obj: Reader) -> None:
-    obj.text("key", required=True)
+def _condition(obj: Reader) -> Condition:
+    key = obj.text("key", required=True) or ""
     values = obj.strings("values")
     not_values = obj.strings("notValues")
     if not values and not not_values:
         raise ConfigError(obj.path, "needs values or notValues")
+    key_path = obj.at("key")
+    if any(key.startswith(prefix) for prefix in _UNSUPPORTED_KEYS):
+        raise not_supported(key_path, f"the condition key {key!r}")
+    if key.startswith("request.headers"):
+        if not _HEADER_KEY.fullmatch(key):
+            raise ConfigError(key_path, f"must be request.headers[<header name>], got {key!r}")
+    elif key not in CONDITION_KEYS:
+        raise ConfigError(key_path, f"unknown condition key {key!r} (known: {', '.join(CONDITION_KEYS)})")
+    for field, items in (("values", values), ("notValues", not_values)):
+        for i, value in enumerate(items):
+            if key in ("source.ip", "remote.ip", "destination.ip"):
+                parse_ip_or_cidr(value, obj.at(f"{field}[{i}]"))
+            elif key == "destination.port":
+                _check_port(value, obj.at(f"{field}[{i}]"))
+    return Condition(key.lower() if key.startswith("request.headers") else key, values, not_values)
+
+
+def _check_port(port: str, path: str) -> None:
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(path, f"must be a port number as a string, got {port!r}")
+
+
+def header_condition_name(key: str) -> str | None:
+    """``x-token`` for ``request.headers[x-token]`` (keys are lower-cased at parse time)."""
+    match = _HEADER_KEY.fullmatch(key)
+    return match.group(1).lower() if match else None
 
 
 __all__ = [
+    "ACTIONS",
+    "CONDITION_KEYS",
+    "MTLS_MODES",
     "AuthorizationPolicySpec",
+    "AuthorizationRule",
+    "Condition",
+    "Operation",
     "PeerAuthenticationSpec",
+    "Source",
+    "header_condition_name",
     "parse_authorization_policy",
     "parse_peer_authentication",
 ]
