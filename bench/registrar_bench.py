@@ -7,7 +7,7 @@
 Real processes on loopback: a fresh `mesh registry` (temp data dir) and `mesh registrar`
 (``--ip 127.0.0.1``, its own ``--hostname``), against the local Docker daemon. The containers
 are the registrar tests' busybox image (built from busybox-static by ``docker import``), each
-publishing 127.0.0.1::80 with its own ``SERVICE_NAME``. For every container the script:
+publishing port 80 on 127.0.0.1 with its own ``SERVICE_NAME``. For every container the script:
 
 1. parks a blocking query ``GET /v1/health/service/<name>?index=N&wait=60s`` on the registry;
 2. creates and starts the container through the Engine API;
@@ -18,9 +18,13 @@ publishing 127.0.0.1::80 with its own ``SERVICE_NAME``. For every container the 
 Latency = seen - start event: what the registrar and registry add, excluding Docker's own start
 time (printed separately: API call -> start event). Then every container is killed the same way
 and the time from its ``die`` event to the health API answering without it is measured.
-``--concurrency`` containers are started (and killed) at a time. The registrar's and registry's
-CPU (utime+stime from /proc/PID/stat) over each phase is divided by the container count. The
-registrar's own histogram (event -> registry acknowledged) is read from its /metrics as a cross-check.
+``--host-ports`` chooses ``ephemeral`` publishing (127.0.0.1::80, the host port is picked by Docker at
+start) and/or ``fixed`` (127.0.0.1:PORT:80, which the registrar can register from the create-time
+inspect without asking Docker again). ``--concurrency`` containers are started (and killed) at a
+time. The registrar's and registry's CPU (utime+stime from /proc/PID/stat) over each phase is
+divided by the container count. The registrar's own histograms are read from its /metrics, the
+registry's commit and HTTP histograms from the registry's; ``--trace`` runs the registrar at debug
+level and reports its per-stage times.
 
 No peer: gliderlabs/registrator cannot be pulled (no Docker Hub) or built (no Go module proxy)
 on these machines, so figures are checked against the target p99 <= 50 ms (bench/README.md).
@@ -66,11 +70,14 @@ class EventTimes:
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, str], int] = {}
+        self.delivery_ms: dict[tuple[str, str], float] = {}  # event timestamp -> this script reading it
         self._waiters: dict[tuple[str, str], asyncio.Future[int]] = {}
 
     def record(self, event: DockerEvent) -> None:
         key = (event.container_id, event.action)
         self._seen.setdefault(key, event.time_ns)
+        if event.received_ns:
+            self.delivery_ms.setdefault(key, (event.received_ns - event.time_ns) / 1e6)
         waiter = self._waiters.pop(key, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(event.time_ns)
@@ -122,6 +129,52 @@ def registrar_stages(metrics_text: str) -> dict[str, tuple[float, float]]:
     return out
 
 
+# The registry's own histograms, read from its /metrics: (name, labels) -> what they show.
+REGISTRY_HISTOGRAMS = {
+    ("mesh_registry_http_request_duration_seconds", 'route="/v1/agent/service/register"'): "PUT register answered",
+    ("mesh_registry_commit_duration_seconds", ""): "SQLite commit (fsync)",
+}
+
+
+def histogram_buckets(metrics_text: str) -> dict[str, list[tuple[float, float]]]:
+    """Each registry histogram's cumulative buckets: [(upper bound s, count)]."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for (name, labels), label in REGISTRY_HISTOGRAMS.items():
+        found = []
+        for match in re.finditer(rf"^{name}_bucket{{(.*)}} ([0-9.e+-]+)$", metrics_text, re.MULTILINE):
+            attrs = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            if labels and f'{labels.split("=")[0]}="{attrs.get(labels.split("=")[0], "")}"' != labels:
+                continue
+            found.append((float(attrs["le"].replace("+Inf", "inf")), float(match.group(2))))
+        out[label] = sorted(found)
+    return out
+
+
+def bucket_quantiles(
+    before: dict[str, list[tuple[float, float]]], after: dict[str, list[tuple[float, float]]]
+) -> dict[str, dict[str, float]]:
+    """Per histogram over one phase: count, and the bucket bounds (ms) that hold p50 and p99."""
+    out = {}
+    for label, buckets in after.items():
+        old = dict(before.get(label, []))
+        deltas = [(bound, count - old.get(bound, 0.0)) for bound, count in buckets]
+        total = deltas[-1][1] if deltas else 0.0
+        if not total:
+            continue
+        row = {"n": total}
+        for pct in (50, 99):
+            bound = next(b for b, c in deltas if c >= total * pct / 100)
+            row[f"p{pct}_le_ms"] = round(bound * 1000, 1)
+        out[label] = row
+    return out
+
+
+def start_paths(metrics_text: str) -> dict[str, float]:
+    """The registrar's start events by path: predicted from the create-time configuration, or inspected."""
+    found = re.findall(r'^mesh_registrar_start_path_total\{path="(\w+)"\} ([0-9.e+-]+)$', metrics_text, re.MULTILINE)
+    return {path: float(count) for path, count in found}
+
+
 def stage_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
     """Mean ms per stage over one phase (the difference of two scrapes)."""
     means = {}
@@ -133,7 +186,13 @@ def stage_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[f
 
 
 async def run_bench(
-    args: argparse.Namespace, concurrency: int, registry: Proc, registrar: Proc, reg_url: str, metrics: str
+    args: argparse.Namespace,
+    concurrency: int,
+    host_ports: str,
+    registry: Proc,
+    registrar: Proc,
+    reg_url: str,
+    metrics: str,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     image = args.image
@@ -165,6 +224,8 @@ async def run_bench(
                     index, _ = await health_index(http, reg_url, service)
                     watcher = asyncio.create_task(wait_until(http, reg_url, service, True, index))
                     await asyncio.sleep(0.005)  # let the blocking query reach the registry and park
+                    # fixed: a free port chosen here (-p 127.0.0.1:PORT:80); ephemeral: Docker picks at start
+                    host_port = str(free_port()) if host_ports == "fixed" else ""
                     called = time.time_ns()
                     container = await docker.containers.run(
                         {
@@ -173,7 +234,9 @@ async def run_bench(
                             "Env": [f"SERVICE_NAME={service}"],
                             "Labels": {LABEL: run_id},
                             "ExposedPorts": {"80/tcp": {}},
-                            "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}},
+                            "HostConfig": {
+                                "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": host_port}]}
+                            },
                         }
                     )
                     started[container.id] = i
@@ -195,7 +258,10 @@ async def run_bench(
                     stop_lat.append((seen - event_ns) / 1e6)
 
             async with http.get(metrics) as response:
-                lag_before = registrar_stages(await response.text())
+                text = await response.text()
+                lag_before, paths_before = registrar_stages(text), start_paths(text)
+            async with http.get(f"{reg_url}/metrics") as response:
+                registry_before = histogram_buckets(await response.text())
             cpu0 = (registrar.cpu_seconds(), registry.cpu_seconds())
             t0 = time.monotonic()
             await asyncio.gather(*(start_one(i) for i in range(args.containers)))
@@ -204,7 +270,10 @@ async def run_bench(
             await asyncio.gather(*(stop_one(i, cid) for cid, i in list(started.items())))
             cpu2 = (registrar.cpu_seconds(), registry.cpu_seconds())
             async with http.get(metrics) as response:
-                lag_after = registrar_stages(await response.text())
+                text = await response.text()
+                lag_after, paths_after = registrar_stages(text), start_paths(text)
+            async with http.get(f"{reg_url}/metrics") as response:
+                registry_after = histogram_buckets(await response.text())
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
     finally:
@@ -217,9 +286,14 @@ async def run_bench(
     return {
         "containers": n,
         "concurrency": concurrency,
+        "host_ports": host_ports,
+        "phase": f"{concurrency}, {host_ports}",
         "start_wall_s": round(start_wall, 2),
         "register_ms": summary(start_lat),
         "docker_start_ms": summary(docker_start),
+        "docker_delivery_ms": summary(
+            [ms for (cid, action), ms in times.delivery_ms.items() if cid in started and action == "start"]
+        ),
         "deregister_ms": summary(stop_lat),
         "registrar_cpu_ms_per_container": {
             "start": round(1000 * (cpu1[0] - cpu0[0]) / n, 2),
@@ -230,7 +304,41 @@ async def run_bench(
             "stop": round(1000 * (cpu2[1] - cpu1[1]) / n, 2),
         },
         "registrar_stage_mean_ms": stage_means(lag_before, lag_after),
+        "registry_buckets": bucket_quantiles(registry_before, registry_after),
+        "start_paths": {path: int(n - paths_before.get(path, 0.0)) for path, n in paths_after.items()},
+        "trace_start_ms": trace_stages(registrar.log, set(started), "start") if args.trace else {},
+        "trace_die_ms": trace_stages(registrar.log, set(started), "die") if args.trace else {},
     }
+
+
+# The registrar's ``reconcile stages`` debug line gives ms after the event's timestamp at each stamp;
+# the report shows what each stage added: (name, from stamp, to stamp).
+TRACE_STAGES = (
+    ("delivery", "", "received_ms"),
+    ("queued", "received_ms", "run_ms"),
+    ("inspect", "run_ms", "inspected_ms"),
+    ("write", "planned_ms", "acked_ms"),
+    ("event -> ack", "", "acked_ms"),
+)
+
+
+def trace_stages(log: Path, container_ids: set[str], action: str) -> dict[str, dict[str, float]]:
+    """The registrar's ``reconcile stages`` debug lines for these containers: what each stage took."""
+    short = {cid[:12] for cid in container_ids}
+    values: dict[str, list[float]] = {stage: [] for stage, _, _ in TRACE_STAGES}
+    with contextlib.suppress(OSError), log.open(errors="replace") as lines:
+        for line in lines:
+            if '"reconcile stages"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("container_id") not in short or entry.get("action") != action or not entry.get("writes"):
+                    continue
+                for stage, since, until in TRACE_STAGES:
+                    begin = entry.get(since, 0.0) if since else 0.0
+                    if isinstance(entry.get(until), (int, float)) and isinstance(begin, (int, float)):
+                        values[stage].append(float(entry[until]) - float(begin))
+    return {stage: summary(v) for stage, v in values.items() if v}
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
@@ -244,7 +352,7 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def start_processes(args: argparse.Namespace, workdir: Path, pin: bool) -> tuple[Proc, Proc, str, str]:
+def start_processes(args: argparse.Namespace, workdir: Path, data: Path, pin: bool) -> tuple[Proc, Proc, str, str]:
     reg_port, metrics_port = free_port(), free_port()
     reg_url = f"http://127.0.0.1:{reg_port}"
     registry = Proc("registry", workdir)
@@ -255,7 +363,7 @@ def start_processes(args: argparse.Namespace, workdir: Path, pin: bool) -> tuple
             "--http-addr",
             f"127.0.0.1:{reg_port}",
             "--data-dir",
-            str(workdir / "data"),
+            str(data),
             "--node",
             "bench-node",
             "--log-level",
@@ -277,7 +385,7 @@ def start_processes(args: argparse.Namespace, workdir: Path, pin: bool) -> tuple
             "--metrics-addr",
             f"127.0.0.1:{metrics_port}",
             "--log-level",
-            "warning",
+            "debug" if args.trace else "warning",
         ],
         REGISTRAR_CPU if pin else None,
         env=env,
@@ -320,13 +428,14 @@ def report(results: list[dict[str, Any]]) -> str:
         ("start event -> visible in health API", "register_ms"),
         ("die event -> gone from health API", "deregister_ms"),
         ("(Docker itself: API call -> start event)", "docker_start_ms"),
+        ("(Docker itself: start event -> on this script's stream)", "docker_delivery_ms"),
     ):
         for result in results:
             s = result[key]
             rows.append(
                 [
                     label,
-                    str(result["concurrency"]),
+                    result["phase"],
                     f"{s['p50']:.2f}",
                     f"{s['p95']:.2f}",
                     f"{s['p99']:.2f}",
@@ -334,13 +443,13 @@ def report(results: list[dict[str, Any]]) -> str:
                     str(s["n"]),
                 ]
             )
-    lines = [table(rows, ["latency (ms)", "at a time", "p50", "p95", "p99", "max", "n"]), ""]
+    lines = [table(rows, ["latency (ms)", "at a time, host ports", "p50", "p95", "p99", "max", "n"]), ""]
     cpu_rows = []
     for result in results:
         cpu, reg_cpu = result["registrar_cpu_ms_per_container"], result["registry_cpu_ms_per_container"]
         cpu_rows.append(
             [
-                str(result["concurrency"]),
+                result["phase"],
                 f"{cpu['start']:.2f} / {cpu['stop']:.2f}",
                 f"{reg_cpu['start']:.2f} / {reg_cpu['stop']:.2f}",
             ]
@@ -348,22 +457,53 @@ def report(results: list[dict[str, Any]]) -> str:
     lines.append(
         table(
             cpu_rows,
-            ["at a time", "registrar CPU ms/container (start / kill)", "registry CPU ms/container (start / kill)"],
+            [
+                "at a time, host ports",
+                "registrar CPU ms/container (start / kill)",
+                "registry CPU ms/container (start / kill)",
+            ],
         )
     )
     lines.append("")
     stages = list(STAGES.values())
     stage_rows = [
-        [str(r["concurrency"]), *(f"{r['registrar_stage_mean_ms'].get(s, float('nan')):.2f}" for s in stages)]
+        [
+            r["phase"],
+            *(f"{r['registrar_stage_mean_ms'].get(s, float('nan')):.2f}" for s in stages),
+            " / ".join(str(r["start_paths"].get(path, 0)) for path in ("predicted", "inspect")),
+        ]
         for r in results
     ]
     lines.append("registrar's own histograms, mean ms per stage:")
-    lines.append(table(stage_rows, ["at a time", *stages]))
+    lines.append(table(stage_rows, ["at a time, host ports", *stages, "starts predicted / inspected"]))
     lines.append("")
+    trace_rows = []
+    for result in results:
+        for what in ("start", "die"):
+            traced: dict[str, dict[str, float]] = result.get(f"trace_{what}_ms") or {}
+            if traced:
+                cells = [
+                    f"{traced[name]['p50']:.1f} / {traced[name]['p99']:.1f}" if name in traced else "-"
+                    for name, _, _ in TRACE_STAGES
+                ]
+                trace_rows.append([result["phase"], what, *cells])
+    registry_rows = [
+        [r["phase"], label, str(int(q["n"])), f"<= {q['p50_le_ms']:g}", f"<= {q['p99_le_ms']:g}"]
+        for r in results
+        for label, q in r["registry_buckets"].items()
+    ]
+    if registry_rows:
+        lines.append("registry's own histograms over both phases of the run (start and kill), bucket bounds in ms:")
+        lines.append(table(registry_rows, ["at a time, host ports", "what", "n", "p50", "p99"]))
+        lines.append("")
+    if trace_rows:
+        lines.append("registrar trace (--trace), ms each stage took, p50 / p99:")
+        lines.append(table(trace_rows, ["at a time, host ports", "event", *(name for name, _, _ in TRACE_STAGES)]))
+        lines.append("")
     for result in results:
         p99 = result["register_ms"]["p99"]
         verdict = "met" if p99 <= TARGET_P99_MS else "NOT met"
-        lines.append(f"target p99 <= {TARGET_P99_MS:g} ms, {result['concurrency']} at a time: {verdict} ({p99:.2f} ms)")
+        lines.append(f"target p99 <= {TARGET_P99_MS:g} ms, {result['phase']}: {verdict} ({p99:.2f} ms)")
     return "\n".join(lines)
 
 
@@ -373,14 +513,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--containers", type=int, help="containers to start [100; quick 20]")
     p.add_argument(
         "--concurrency",
-        default="1,4",
-        help="containers started (and killed) at a time, one phase per comma-separated value [1,4]",
+        default="1,4,8",
+        help="containers started (and killed) at a time, one phase per comma-separated value [1,4,8]",
+    )
+    p.add_argument(
+        "--host-ports",
+        default="ephemeral,fixed",
+        help="how the containers publish port 80, one set of phases per comma-separated value: ephemeral "
+        "(127.0.0.1::80, Docker picks the host port at start) and/or fixed (127.0.0.1:PORT:80) [ephemeral,fixed]",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        help="create the registry's data directory in this folder instead of the temp dir (another filesystem "
+        "than Docker's shows how long the registry's fsync waits behind Docker's own writes)",
+    )
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="run the registrar at debug level and report its per-stage times (p50/p99 after the start event)",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin the registrar to CPU 0 and the rest to CPU 1")
     p.add_argument("--docker-url", default=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
     args = p.parse_args(argv)
     args.containers = args.containers or (20 if args.quick else 100)
     args.phases = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    args.host_ports = [m.strip() for m in str(args.host_ports).split(",") if m.strip()]
+    if not set(args.host_ports) <= {"ephemeral", "fixed"}:
+        p.error(f"--host-ports: expected ephemeral and/or fixed, got {','.join(args.host_ports)!r}")
     return args
 
 
@@ -402,13 +562,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pin:
         os.sched_setaffinity(0, {OTHERS_CPU})
     facts = machine_facts(pin, version.stdout.strip())
+    facts["registry_data"] = str(args.data_root or tempfile.gettempdir())
     print("machine:", json.dumps(facts))
-    with tempfile.TemporaryDirectory(prefix="registrar-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="registrar-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="registrar-bench-data-", dir=args.data_root) as data,
+    ):
         workdir = Path(tmp)
-        registry, registrar, reg_url, metrics = start_processes(args, workdir, pin)
+        registry, registrar, reg_url, metrics = start_processes(args, workdir, Path(data), pin)
         try:
             results = [
-                asyncio.run(run_bench(args, concurrency, registry, registrar, reg_url, metrics))
+                asyncio.run(run_bench(args, concurrency, host_ports, registry, registrar, reg_url, metrics))
+                for host_ports in args.host_ports
                 for concurrency in args.phases
             ]
         finally:

@@ -40,6 +40,10 @@ class Container:
     health: str | None = None  # starting, healthy, unhealthy; None without a HEALTHCHECK
     health_output: str = ""  # output of the last health probe
     network_container_ip: str = ""  # for NetworkMode container:<id>, that container's IP (the edge fills it)
+    # Fixed at create time (HostConfig / Config), what the start fast path (``started``) reads:
+    port_bindings: Mapping[str, tuple[PortBinding, ...]] = field(default_factory=dict)  # HostConfig.PortBindings
+    publish_all: bool = False  # HostConfig.PublishAllPorts (-P): every exposed port on an ephemeral host port
+    healthcheck: bool = False  # a Docker HEALTHCHECK is configured (its status exists only once started)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)  # for --tags templates
 
     @classmethod
@@ -73,6 +77,12 @@ class Container:
             exit_code=int(state.get("ExitCode") or 0),
             health=health_status if health_status and health_status != "none" else None,
             health_output=str((log[-1] or {}).get("Output") or "").strip() if log else "",
+            port_bindings={
+                str(port): tuple(_binding(b) for b in bindings or ())
+                for port, bindings in (host_config.get("PortBindings") or {}).items()
+            },
+            publish_all=bool(host_config.get("PublishAllPorts")),
+            healthcheck=_has_healthcheck(config.get("Healthcheck")),
             raw=data,
         )
 
@@ -92,10 +102,18 @@ class Container:
 
 
 def _first_binding(bindings: Any) -> PortBinding | None:
-    if not bindings:
-        return None
-    first = bindings[0] or {}
-    return PortBinding(host_ip=str(first.get("HostIp") or ""), host_port=str(first.get("HostPort") or ""))
+    return _binding(bindings[0]) if bindings else None
+
+
+def _binding(binding: Any) -> PortBinding:
+    binding = binding or {}
+    return PortBinding(host_ip=str(binding.get("HostIp") or ""), host_port=str(binding.get("HostPort") or ""))
+
+
+def _has_healthcheck(healthcheck: Any) -> bool:
+    """Config.Healthcheck (the image's merged in by Docker): configured unless absent, empty or ``NONE``."""
+    test = healthcheck.get("Test") if isinstance(healthcheck, Mapping) else None
+    return isinstance(test, list) and bool(test) and str(test[0]).upper() != "NONE"
 
 
 __all__ = ["COMPOSE_SERVICE_LABEL", "Container", "PortBinding"]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # The container actions that can change what a container should have in the registry.
 WATCHED_ACTIONS: Final = (
+    "create",  # inspected then, so the start needs no round trip when its configuration says enough
     "start",
     "die",
     "stop",
@@ -57,6 +59,7 @@ class DockerEvent:
     time_ns: int  # the daemon's timestamp (timeNano)
     name: str = ""  # the container's name
     exit_code: int | None = None  # on "die"
+    received_ns: int = field(default=0, compare=False)  # our realtime clock when it came off the stream
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DockerEvent | None:
@@ -79,6 +82,7 @@ class DockerEvent:
             time_ns,
             name=str(attributes.get("name") or ""),
             exit_code=int(exit_code) if exit_code.lstrip("-").isdigit() else None,
+            received_ns=time.time_ns(),
         )
 
 

@@ -38,6 +38,12 @@ EVENT_DELAY = Histogram(
     "From a Docker event's timestamp to the registrar reading it off the event stream.",
     buckets=_FAST_BUCKETS,
 )
+START_PATH = Counter(
+    "mesh_registrar_start_path_total",
+    "Start events answered from the create-time configuration (predicted, confirmed by an inspect after) "
+    "or by inspecting first.",
+    ["path"],
+)
 INSPECT_SECONDS = Histogram(
     "mesh_registrar_docker_inspect_seconds", "Time Docker took to answer a container inspect.", buckets=_FAST_BUCKETS
 )

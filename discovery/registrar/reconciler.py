@@ -3,6 +3,10 @@
 - ``submit(container_id)`` (after a Docker event, or for every container in a full sync)
   inspects the container, computes its desired services (``desired``), plans against what we own
   (``diff``) and writes the difference. Runs are serialized per container (``workqueue``).
+- Start fast path: every inspect is kept (``create`` events are inspected too). A run that answers
+  a single ``start`` event predicts the running state from that inspect when the configuration fixes
+  everything (``started``: fixed host ports, no HEALTHCHECK ...), writes at once, then confirms with
+  a real inspect; anything else inspects first. Under load Docker takes tens of ms to answer an inspect.
 - ``full_sync()`` re-reads what we own from the registry (a snapshot taken while no write of ours
   is in flight), optionally removes Registrator leftovers (``--cleanup``), then reconciles every
   running container and every container we own services for. It runs at start, after each Docker
@@ -35,6 +39,7 @@ from discovery.registrar.diff import Plan, plan_container, registrator_leftovers
 from discovery.registrar.docker_source import DockerClient, DockerEvent, DockerUnavailable
 from discovery.registrar.locks import KeyedLocks, SharedExclusiveLock
 from discovery.registrar.ownership import OwnedService, health_check_id, heartbeat_check_id, owned_services
+from discovery.registrar.started import predict_started
 from discovery.registrar.workqueue import Job, KeyedWorkQueue
 
 log = logging.getLogger("discovery.registrar")
@@ -57,6 +62,9 @@ class Reconciler:
         self._by_container: dict[str, set[str]] = {}
         self._live: dict[str, tuple[DesiredService, ...]] = {}  # running containers' services, for TTL refresh
         self._reported: dict[str, frozenset[Problem]] = {}
+        # The latest inspect of each container Docker knows: its create-time configuration serves
+        # the start fast path (``started``). Refreshed by every inspect, dropped when it is gone.
+        self._inspected: dict[str, Container] = {}
         self._probe: asyncio.Task[None] | None = None
         self.registry_ok = True
         self.synced = asyncio.Event()  # set after the first successful full sync
@@ -74,7 +82,8 @@ class Reconciler:
         self, container_id: str, *, sync: bool = False, event: DockerEvent | None = None
     ) -> asyncio.Future[None]:
         """Reconcile this container soon; ``event`` is the Docker event that asked (for hints and the lag metric)."""
-        event_ns = event.time_ns if event is not None else None
+        # A create only primes the start fast path: Docker's own start time is not registration lag.
+        event_ns = event.time_ns if event is not None and event.action != "create" else None
         return self._queue.submit(container_id, sync=sync, event_ns=event_ns, hint=event)
 
     def owned(self, container_id: str) -> dict[str, OwnedService]:
@@ -108,6 +117,9 @@ class Reconciler:
             self._registry_failed(exc)
             metrics.RECONCILES.labels("full", "error").inc()
             return False
+        known = {c.id for c in containers}
+        for gone in [cid for cid in self._inspected if cid not in known]:
+            del self._inspected[gone]
         running = {c.name for c in containers if c.state in RUNNING_STATES}
         removed = await self._cleanup(services, running) if self._config.cleanup else 0
         keys = {c.id for c in containers if c.state in RUNNING_STATES} | set(self._by_container)
@@ -153,13 +165,16 @@ class Reconciler:
         if docker is None or not self.registry_ok:
             return  # the resync after reconnect / registry recovery covers this container
         hint = job.hint if isinstance(job.hint, DockerEvent) else None
+        run_ns = time.time_ns()
+        predicted = self._predict_start(container_id, hint, job)
         try:
-            container = await _current_state(docker, container_id, hint)
+            container = predicted or await self._current_state(docker, container_id, hint)
         except DockerUnavailable as exc:
             log.debug("inspect %s failed: %s", container_id[:12], exc)
             metrics.ERRORS.labels("docker").inc()
             metrics.RECONCILES.labels("container", "error").inc()
             return
+        inspected_ns = time.time_ns()
         desired = desired_services(container, self._rules) if container is not None else Desired()
         self._report(container_id, container, desired)
         try:
@@ -172,11 +187,16 @@ class Reconciler:
                     cleanup=self._config.cleanup,
                     sync=job.sync,
                 )
+                planned_ns = time.time_ns()
                 await self._apply(container_id, container, plan, job.event_ns)
         except RegistryError as exc:
             self._registry_failed(exc, container)
             metrics.RECONCILES.labels("container", "error").inc()
             return
+        if hint is not None and log.isEnabledFor(logging.DEBUG):
+            _trace(container_id, hint, plan, predicted is not None, (run_ns, inspected_ns, planned_ns, time.time_ns()))
+        if predicted is not None:
+            self.submit(container_id)  # confirm the prediction with a real inspect (it corrects a wrong one)
         if desired.services:
             self._live[container_id] = desired.services
         else:
@@ -290,8 +310,9 @@ class Reconciler:
 
     # === shutdown ===
 
-    async def drain(self, timeout: float) -> None:
-        await self._queue.drain(timeout)
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no reconcile is queued or running (or ``timeout``); ``True`` if it got idle."""
+        return await self._queue.drain(timeout)
 
     async def deregister_all(self) -> int:
         """Remove every service we own (``--deregister-on-exit``); returns how many went."""
@@ -349,6 +370,49 @@ class Reconciler:
                 return  # Docker failed the sync: its reconnect will sync again
             attempt = 0
 
+    # === the container's state ===
+
+    def _predict_start(self, container_id: str, hint: DockerEvent | None, job: Job) -> Container | None:
+        """The started container without asking Docker, when this run answers exactly one ``start``
+        event and its last inspect fixed everything that matters (``started.predict_started``)."""
+        if hint is None or hint.action != "start" or job.submissions != 1 or job.sync:
+            return None  # a rename, die ... merged in: what was inspected before may be out of date
+        inspected = self._inspected.get(container_id)
+        predicted = predict_started(inspected, self._rules) if inspected is not None else None
+        metrics.START_PATH.labels("predicted" if predicted is not None else "inspect").inc()
+        return predicted
+
+    async def _current_state(
+        self, docker: DockerClient, container_id: str, hint: DockerEvent | None
+    ) -> Container | None:
+        """Inspect the container, unless its latest event already says enough.
+
+        After ``die`` the container does not run and the event carries the exit code; after
+        ``destroy`` it is gone. Inspecting a container that is being torn down waits for Docker's
+        cleanup (~100-200 ms here), which would keep a dead endpoint in the registry that much longer.
+        """
+        if hint is not None and hint.action == "destroy":
+            self._inspected.pop(container_id, None)
+            return None
+        if hint is not None and hint.action == "die":
+            return Container(
+                id=container_id,
+                name=hint.name or container_id[:12],
+                image="",
+                status="exited",
+                exit_code=hint.exit_code or 0,
+            )
+        started = time.perf_counter()
+        container = await docker.inspect(container_id)
+        metrics.INSPECT_SECONDS.observe(time.perf_counter() - started)
+        if container is None:
+            self._inspected.pop(container_id, None)
+        else:
+            # Without the raw JSON: predictions never read it (no --tags template that could), and
+            # thousands of cached inspect trees would only slow the garbage collector down.
+            self._inspected[container_id] = replace(container, raw={})
+        return container
+
     # === cache ===
 
     def _claim(self, owned: OwnedService) -> None:
@@ -398,27 +462,29 @@ class Reconciler:
             log.debug("container %s: skipped: %s", container.name, "; ".join(desired.skipped))
 
 
-async def _current_state(docker: DockerClient, container_id: str, hint: DockerEvent | None) -> Container | None:
-    """Inspect the container, unless its latest event already says enough.
+def _trace(
+    container_id: str, event: DockerEvent, plan: Plan, predicted: bool, stamps: tuple[int, int, int, int]
+) -> None:
+    """One debug line per event-driven reconcile: where its time went, in ms after the event's timestamp."""
+    run_ns, inspected_ns, planned_ns, done_ns = stamps
 
-    After ``die`` the container does not run and the event carries the exit code; after
-    ``destroy`` it is gone. Inspecting a container that is being torn down waits for Docker's
-    cleanup (~100-200 ms here), which would keep a dead endpoint in the registry that much longer.
-    """
-    if hint is not None and hint.action == "destroy":
-        return None
-    if hint is not None and hint.action == "die":
-        return Container(
-            id=container_id,
-            name=hint.name or container_id[:12],
-            image="",
-            status="exited",
-            exit_code=hint.exit_code or 0,
-        )
-    started = time.perf_counter()
-    container = await docker.inspect(container_id)
-    metrics.INSPECT_SECONDS.observe(time.perf_counter() - started)
-    return container
+    def after_event(ns: int) -> float:
+        return round((ns - event.time_ns) / 1e6, 2)
+
+    log.debug(
+        "reconcile stages",
+        extra={
+            "container_id": container_id[:12],
+            "action": event.action,
+            "writes": len(plan.register) + len(plan.deregister) + len(plan.health),
+            "predicted": predicted,
+            "received_ms": after_event(event.received_ns) if event.received_ns else None,
+            "run_ms": after_event(run_ns),
+            "inspected_ms": after_event(inspected_ns),
+            "planned_ms": after_event(planned_ns),
+            "acked_ms": after_event(done_ns),
+        },
+    )
 
 
 def _observe_lag(op: str, event_ns: int | None) -> None:

@@ -21,6 +21,7 @@ class Job:
     sync: bool = False  # part of a full sync (the --cleanup drop of kept services applies)
     event_ns: int | None = None  # the earliest Docker event time this run answers, for the lag metric
     hint: object | None = None  # the latest event, when no sync asked since (what it tells may spare a lookup)
+    submissions: int = 0  # how many submissions this run answers (1: ``hint`` is all that happened)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def merge(self, sync: bool, event_ns: int | None, hint: object | None) -> None:
@@ -28,6 +29,7 @@ class Job:
         if event_ns is not None and (self.event_ns is None or event_ns < self.event_ns):
             self.event_ns = event_ns
         self.hint = None if sync else hint
+        self.submissions += 1
 
 
 class KeyedWorkQueue:

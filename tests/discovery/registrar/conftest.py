@@ -134,6 +134,10 @@ class Containers:
         """``docker run -d`` with our label; ``options`` go before the image. Returns the full ID."""
         return await docker_command("run", "-d", "--label", self.run_label, *options, self.image, *command)
 
+    async def create(self, *options: str, command: tuple[str, ...] = ("httpd", "-f", "-p", "80", "-h", "/www")) -> str:
+        """``docker create`` with our label (start it with ``docker start``). Returns the full ID."""
+        return await docker_command("create", "--label", self.run_label, *options, self.image, *command)
+
     async def inspect(self, container_id: str) -> dict[str, Any]:
         import json
 

@@ -26,6 +26,9 @@ def inspect_json(
     exit_code: int = 0,
     health: str | None = None,
     hostname: str = "abc123",
+    port_bindings: dict[str, list[dict[str, str]] | None] | None = None,
+    publish_all: bool = False,
+    healthcheck: list[str] | None = None,
 ) -> dict[str, Any]:
     running = status in ("running", "paused")
     state: dict[str, Any] = {
@@ -48,8 +51,9 @@ def inspect_json(
             "Env": env,
             "Labels": labels,
             "ExposedPorts": {p: {} for p in exposed} if exposed is not None else None,
+            **({"Healthcheck": {"Test": healthcheck}} if healthcheck is not None else {}),
         },
-        "HostConfig": {"NetworkMode": network_mode},
+        "HostConfig": {"NetworkMode": network_mode, "PortBindings": port_bindings, "PublishAllPorts": publish_all},
         "NetworkSettings": {
             "IPAddress": ip,
             "Ports": ports if ports is not None else {},

@@ -39,3 +39,28 @@ def test_health_none_means_no_healthcheck_and_network_container() -> None:
     assert c.health is None
     assert c.network_container == "0123456789ab"
     assert Container.from_inspect(inspect_json(labels={"com.docker.compose.service": "db"})).compose_service == "db"
+
+
+def test_create_time_configuration() -> None:
+    data = inspect_json(
+        port_bindings={
+            "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+            "53/udp": [{"HostIp": "", "HostPort": ""}, {"HostIp": "::1", "HostPort": "5353"}],
+            "81/tcp": None,
+        },
+        publish_all=True,
+        healthcheck=["CMD-SHELL", "true"],
+    )
+    c = Container.from_inspect(data)
+    assert c.port_bindings == {
+        "80/tcp": (PortBinding("127.0.0.1", "8080"),),
+        "53/udp": (PortBinding("", ""), PortBinding("::1", "5353")),
+        "81/tcp": (),
+    }
+    assert (c.publish_all, c.healthcheck) == (True, True)
+
+
+def test_healthcheck_none_or_absent_is_no_healthcheck() -> None:
+    for test in (["NONE"], [], None):
+        assert not Container.from_inspect(inspect_json(healthcheck=test)).healthcheck, test
+    assert Container.from_inspect(inspect_json(healthcheck=["CMD", "probe"])).healthcheck

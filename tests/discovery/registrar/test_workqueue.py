@@ -70,6 +70,8 @@ async def test_merged_jobs_keep_the_earliest_event_time_and_latest_hint() -> Non
     await first
     await queue.drain(1)
     assert (seen[1].event_ns, seen[1].hint) == (7, "destroy")
+    # the first run answered its start alone; the second answers two events (the start fast path needs one)
+    assert (seen[0].submissions, seen[1].submissions) == (1, 2)
     await queue.close()
     done = queue.submit("k")
     assert done.done()
