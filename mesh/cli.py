@@ -23,9 +23,15 @@ from dnsserver.server import serve as serve_dns
 from mesh.cli_control import add_control_commands
 from mesh.cli_registrar import registrar_command
 from mesh.cli_sidecar import sidecar_command
+from mesh.cli_workloads import add_workload_commands
+from mesh.control.auth import ControlAuth
 from mesh.control.server import DEFAULT_HTTP_ADDR as DEFAULT_CONTROL_ADDR
 from mesh.control.server import ControlConfig
-from mesh.up import run_up
+from mesh.control.tokens import TOKEN_ENV, TokenError, resolve_token
+from mesh.demo.plan import DEFAULT_BASE_PORT as DEFAULT_DEMO_BASE_PORT
+from mesh.demo.plan import plan_workloads
+from mesh.demo.processes import free_port
+from mesh.up import DemoConfig, run_up
 
 app = typer.Typer(
     name="mesh",
@@ -239,6 +245,38 @@ ControlHttpAddr = Annotated[
 ]
 
 
+ControlToken = Annotated[
+    str,
+    typer.Option(
+        "--control-token",
+        envvar=TOKEN_ENV,
+        help="Token the control plane requires for writes and sidecar registration (as `mesh control --token`); "
+        "empty: its API is open on loopback.",
+        show_default=False,
+    ),
+]
+
+
+Demo = Annotated[
+    bool,
+    typer.Option(
+        "--demo",
+        envvar="MESH_DEMO",
+        help="Also start a Bookinfo-like demo (productpage, details, reviews v1/v2/v3, ratings), each app a process "
+        "with its own `mesh sidecar`, registered in the registry; prints what to try next.",
+    ),
+]
+DemoBasePort = Annotated[
+    int,
+    typer.Option(
+        "--demo-base-port",
+        envvar="MESH_DEMO_BASE_PORT",
+        help="First port of the demo's blocks of ten (app, then sidecar inbound/outbound/admin at +1/+2/+3); "
+        "0 picks free ports (listed in DATA_DIR/demo.json).",
+    ),
+]
+
+
 @app.command("up")
 def up_command(
     http_addr: HttpAddr = "127.0.0.1:8500",
@@ -251,10 +289,14 @@ def up_command(
     metrics_addr: MetricsAddr = DEFAULT_METRICS_ADDR,
     upstream: Upstream = [],  # noqa: B006
     control_http_addr: ControlHttpAddr = DEFAULT_CONTROL_ADDR,
+    control_token: ControlToken = "",
+    demo: Demo = False,
+    demo_base_port: DemoBasePort = DEFAULT_DEMO_BASE_PORT,
     log_level: LogLevel = "info",
 ) -> None:
     """Run everything in one process on its embedded defaults: the registry (127.0.0.1:8500), DNS (127.0.0.1:8600),
     the control plane (127.0.0.1:15010) and, when a Docker daemon answers, the registrar.
+    With --demo, also Bookinfo-like workloads behind their own sidecars (child processes, stopped with it).
     """
     configure_logging(log_level)
     registry = _registry_config(http_addr, data_dir, node, advertise, datacenter, acl_token)
@@ -268,7 +310,11 @@ def up_command(
         metrics_addr=metrics_addr,
         registry=ClientConfig.from_address(f"http://{http_addr}", token=acl_token or None),
     )
-    control = ControlConfig(data_dir=data_dir, http_addr=control_http_addr)
+    try:
+        control_auth = ControlAuth(resolve_token(control_token, None))
+    except TokenError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--control-token") from None
+    control = ControlConfig(data_dir=data_dir, http_addr=control_http_addr, auth=control_auth)
     typer.echo(
         f"mesh up: registry on http://{http_addr} (data in {data_dir}), DNS on {dns_addr}, "
         f"control plane on http://{control_http_addr}\n"
@@ -276,7 +322,14 @@ def up_command(
         f"       dig @{dns_host} -p {dns_port} web.service.consul   (after registering a service named web)",
         err=True,
     )
-    run_until_signalled(lambda stop: run_up(registry, dns_server, control, stop))
+    demo_config = None
+    if demo:
+        try:
+            workloads = plan_workloads(demo_base_port, free_port)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--demo-base-port") from None
+        demo_config = DemoConfig(workloads, log_level=log_level if log_level == "debug" else "warning")
+    run_until_signalled(lambda stop: run_up(registry, dns_server, control, stop, demo_config))
 
 
 app.command("registrar")(registrar_command)
@@ -284,6 +337,7 @@ app.command("registrar")(registrar_command)
 add_control_commands(app)
 
 app.command("sidecar")(sidecar_command)
+add_workload_commands(app)
 
 
 def main() -> None:

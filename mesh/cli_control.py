@@ -1,12 +1,14 @@
 """`mesh control` (the server) and its kubectl-like clients: apply, get, delete, status, explain.
 
 The clients find the control plane at ``--control-addr`` / ``MESH_CONTROL_ADDR``
-(``http://127.0.0.1:15010``); errors print the field at fault and exit 1.
+(``http://127.0.0.1:15010``) and send its token from ``--token`` / ``MESH_CONTROL_TOKEN`` (or
+``MESH_CONTROL_TOKEN_FILE``); errors print the field at fault and exit 1.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,11 +22,13 @@ from rich.table import Table
 from discovery.client_config import ClientConfigError
 from discovery.runtime.lifecycle import run_until_signalled
 from discovery.runtime.logs import configure_logging
+from mesh.control.auth import ControlAuth
 from mesh.control.client import ControlApiError, ControlClient
 from mesh.control.explain_policies import describe_cluster_policies, describe_route_policies
 from mesh.control.plane import PlaneSettings
 from mesh.control.server import DEFAULT_HTTP_ADDR, ControlConfig, serve
 from mesh.control.store_consul import DEFAULT_PREFIX
+from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, TokenError, resolve_token
 from mesh.rules.resource import kind_info, known_kinds
 
 ControlAddr = Annotated[
@@ -39,6 +43,15 @@ ControlAddr = Annotated[
 Namespace = Annotated[
     str, typer.Option("--namespace", "-n", envvar="MESH_NAMESPACE", help="Namespace of the resources.")
 ]
+ControlToken = Annotated[
+    str,
+    typer.Option(
+        "--token",
+        envvar=TOKEN_ENV,
+        help=f"The control plane's token (sent as Authorization: Bearer); {TOKEN_FILE_ENV} names a file holding it.",
+        show_default=False,
+    ),
+]
 
 _out = Console(soft_wrap=True)  # long lines stay whole, so output can be grepped
 _err = Console(stderr=True)
@@ -47,6 +60,15 @@ _err = Console(stderr=True)
 def _fail(message: str) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+def _client(control_addr: str, token: str) -> ControlClient:
+    # As Consul's -token-file, MESH_CONTROL_TOKEN_FILE wins over a token given directly (None reads it).
+    explicit = None if os.environ.get(TOKEN_FILE_ENV) else token or None
+    try:
+        return ControlClient(control_addr or None, token=explicit)
+    except ControlApiError as exc:
+        raise _fail(str(exc)) from exc
 
 
 # === the server ===
@@ -77,6 +99,44 @@ def control_command(
     consul_prefix: Annotated[
         str, typer.Option("--consul-prefix", envvar="MESH_CONSUL_PREFIX", help="KV prefix of the consul store.")
     ] = DEFAULT_PREFIX,
+    replica_id: Annotated[
+        str,
+        typer.Option(
+            "--replica-id",
+            envvar="MESH_CONTROL_REPLICA_ID",
+            help="This replica's name in `mesh status` and the shared status (default <hostname>:<port>); "
+            "unique per replica, without '/'.",
+            show_default=False,
+        ),
+    ] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token",
+            envvar=TOKEN_ENV,
+            help="Require this token (Authorization: Bearer or X-Mesh-Token) for writes, CA signing and sidecar "
+            "registration/sync; each sidecar then also gets a secret of its own. Empty: the API is open.",
+            show_default=False,
+        ),
+    ] = "",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar=TOKEN_FILE_ENV,
+            help="File holding the token (read once at start, whitespace stripped); used instead of --token.",
+            show_default=False,
+        ),
+    ] = None,
+    token_reads: Annotated[
+        bool,
+        typer.Option(
+            "--token-reads",
+            envvar="MESH_CONTROL_TOKEN_READS",
+            help="Require the token for reads too (config, status, explain, openapi, /metrics, the CA bundle); "
+            "/healthz and /readyz stay open.",
+        ),
+    ] = False,
     log_level: Annotated[
         str, typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
@@ -84,13 +144,25 @@ def control_command(
     """Run the control plane: Istio-style routing rules in, per-sidecar snapshots out (registry: CONSUL_HTTP_ADDR)."""
     if store not in ("sqlite", "consul"):
         raise typer.BadParameter(f"expected sqlite or consul, got {store!r}", param_hint="--store")
+    if "/" in replica_id or replica_id != replica_id.strip():
+        raise typer.BadParameter(
+            f"expected a name without '/' or surrounding spaces, got {replica_id!r}", param_hint="--replica-id"
+        )
+    try:
+        auth = ControlAuth(resolve_token(token, token_file), token_reads)
+    except TokenError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--token-file" if token_file else "--token") from None
+    if token_reads and not auth.enforced:
+        raise typer.BadParameter("--token-reads needs a token (--token or --token-file)", param_hint="--token-reads")
     configure_logging(log_level)
     config = ControlConfig(
         data_dir=data_dir,
         http_addr=http_addr,
         store="consul" if store == "consul" else "sqlite",
         consul_prefix=consul_prefix,
+        replica_id=replica_id,
         settings=PlaneSettings(),
+        auth=auth,
     )
     try:
         run_until_signalled(lambda stop: serve(config, stop))
@@ -113,13 +185,14 @@ def apply_command(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 60.0,
     namespace: Namespace = "",
     control_addr: ControlAddr = "",
+    token: ControlToken = "",
 ) -> None:
     """Create or replace resources (VirtualService, DestinationRule, ServiceEntry, ...): all or none."""
     try:
         body = sys.stdin.buffer.read() if filename == "-" else Path(filename).read_bytes()
     except OSError as exc:
         raise _fail(f"cannot read {filename}: {exc.strerror or exc}") from exc
-    client = ControlClient(control_addr or None)
+    client = _client(control_addr, token)
     try:
         result = client.apply(body, dry_run=dry_run, namespace=namespace)
     except ControlApiError as exc:
@@ -196,10 +269,11 @@ def get_command(
     namespace: Namespace = "",
     all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A", help="List every namespace.")] = False,
     control_addr: ControlAddr = "",
+    token: ControlToken = "",
 ) -> None:
     """Show resources (kubectl get style)."""
     canonical = _kind(kind)
-    client = ControlClient(control_addr or None)
+    client = _client(control_addr, token)
     try:
         if name:
             items = [client.get(canonical, namespace or "default", name)]
@@ -249,9 +323,10 @@ def delete_command(
     ] = False,
     namespace: Namespace = "",
     control_addr: ControlAddr = "",
+    token: ControlToken = "",
 ) -> None:
     """Delete one resource."""
-    client = ControlClient(control_addr or None)
+    client = _client(control_addr, token)
     try:
         result = client.delete(_kind(kind), namespace or "default", name, dry_run=dry_run)
     except ControlApiError as exc:
@@ -269,10 +344,11 @@ def delete_command(
 def status_command(
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
     control_addr: ControlAddr = "",
+    token: ControlToken = "",
 ) -> None:
     """Every sidecar the control plane knows: snapshot sent, applied, last ACK and NACK."""
     try:
-        status = ControlClient(control_addr or None).status()
+        status = _client(control_addr, token).status()
     except ControlApiError as exc:
         raise _fail(str(exc)) from exc
     if output == "json":
@@ -283,10 +359,20 @@ def status_command(
         f"{len(status['sidecars'])} sidecars, {len(status['watched_services'])} services watched",
         highlight=False,
     )
+    replicas = status.get("replicas")
+    if replicas:
+        names = ", ".join(str(r["id"]) + (" (this one)" if r.get("self") else "") for r in replicas)
+        _out.print(f"{len(replicas)} live control plane replicas: {names}", highlight=False)
+    if status.get("shared_status_error"):  # only this replica's own sidecars are listed
+        _err.print(
+            f"[yellow]warning:[/] {status['shared_status_error']} (showing the sidecars of replica "
+            f"{status.get('replica', '?')} only)",
+            highlight=False,
+        )
     if not status["sidecars"]:
         return
     table = Table(box=None, header_style="bold")
-    for column in ("SIDECAR", "SERVICE", "VERSION", "APPLIED", "STATE", "LAST ACK", "LAST NACK"):
+    for column in ("SIDECAR", "SERVICE", "REPLICA", "VERSION", "APPLIED", "STATE", "LAST ACK", "LAST NACK"):
         table.add_column(column, overflow="fold")
     for s in status["sidecars"]:
         nack = s["last_nack"]
@@ -302,6 +388,7 @@ def status_command(
         table.add_row(
             s["id"],
             f"{s['service']}.{s['namespace']}",
+            s.get("replica") or "-",
             s["version"],
             s["applied_version"] or "-",
             state,
@@ -322,6 +409,7 @@ def explain_command(
     namespace: Namespace = "",
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
     control_addr: ControlAddr = "",
+    token: ControlToken = "",
 ) -> None:
     """Which rule and route a request matches, which subset and endpoints it can reach, and why."""
     target = to if "://" in to else f"http://{to}"
@@ -338,7 +426,7 @@ def explain_command(
     if namespace:
         params["namespace"] = namespace
     try:
-        result = ControlClient(control_addr or None).explain(params)
+        result = _client(control_addr, token).explain(params)
     except ControlApiError as exc:
         raise _fail(str(exc)) from exc
     if output == "json":

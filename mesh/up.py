@@ -1,5 +1,6 @@
 """`mesh up`: registry, DNS, control plane (and the registrar when Docker answers) in one process,
-started in dependency order, stopped in reverse."""
+started in dependency order, stopped in reverse. With a ``DemoConfig`` (``--demo``) the Bookinfo-like
+workloads of ``mesh.demo`` start last, as child processes with their sidecars, and stop first."""
 
 from __future__ import annotations
 
@@ -7,21 +8,38 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from discovery.client_config import ClientConfig
 from discovery.registrar.config import ConfigError, config_from_env
 from discovery.registrar.docker_source import docker_reachable
 from discovery.registrar.server import Registrar
+from discovery.runtime.addresses import split_host_port
 from discovery.server import RegistryConfig, RegistryServer
 from dnsserver.server import DnsServer, DnsServerConfig
 from mesh.control.server import ControlConfig, ControlServer
+from mesh.demo.plan import Workload, next_steps
+from mesh.demo.processes import DemoError, DemoProcesses
 
 log = logging.getLogger("mesh.up")
 
 
+@dataclass(frozen=True)
+class DemoConfig:
+    """`mesh up --demo`: these workloads (``mesh.demo.plan``), their children logging at ``log_level``."""
+
+    workloads: tuple[Workload, ...]
+    log_level: str = "warning"
+
+
 async def run_up(
-    registry_config: RegistryConfig, dns_config: DnsServerConfig, control_config: ControlConfig, stop: asyncio.Event
+    registry_config: RegistryConfig,
+    dns_config: DnsServerConfig,
+    control_config: ControlConfig,
+    stop: asyncio.Event,
+    demo: DemoConfig | None = None,
 ) -> None:
     async with contextlib.AsyncExitStack() as parts:
         registry = RegistryServer(registry_config)
@@ -37,6 +55,23 @@ async def run_up(
         registrar = await start_registrar(registry, registry_config.acl_token)
         if registrar is not None:
             parts.push_async_callback(registrar.stop)
+        if demo is not None:
+            processes = DemoProcesses(
+                demo.workloads,
+                control_url=control.url,
+                registry=registry_client,
+                data_dir=Path(registry_config.data_dir),
+                log_level=demo.log_level,
+                control_token=control_config.auth.token,
+            )
+            parts.push_async_callback(processes.stop)  # before start: a half-started demo is stopped too
+            try:
+                started = await processes.start(stop)
+            except DemoError as exc:
+                raise SystemExit(f"mesh up --demo: {exc}") from None
+            if started:
+                dns_host = split_host_port(dns_config.dns_addr, 8600)[0]
+                print(next_steps(demo.workloads, registry.url, (dns_host, dns.dns_port), control.url), file=sys.stderr)
         await registry.wait(stop)
 
 

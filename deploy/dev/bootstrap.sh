@@ -23,20 +23,26 @@ if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     fi
 fi
 
-# The DNS tests query the server with dig (Debian/Ubuntu package dnsutils). Install it only
-# when missing, and only where we can (apt-get as root); never fail the bootstrap over it.
-if ! command -v dig >/dev/null 2>&1; then
+# Tools the tests drive (Debian/Ubuntu packages): dig for the DNS tests (dnsutils),
+# docker-compose to validate deploy/compose (docker-compose), systemd-analyze to verify the
+# units in deploy/systemd (systemd). Installed only when missing, and only where we can (apt-get
+# as root); never fail the bootstrap over them: the tests that need one say so.
+missing_tools=()
+for pair in dig:dnsutils docker-compose:docker-compose systemd-analyze:systemd; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing_tools+=("${pair#*:}")
+done
+if [ "${#missing_tools[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         apt_log="$(mktemp)"
         if ! { apt-get update -qq \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dnsutils; } \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_tools[@]}"; } \
             >"$apt_log" 2>&1; then
             cat "$apt_log" >&2
-            echo "bootstrap: could not install dnsutils (dig); the DNS tests that use dig need it" >&2
+            echo "bootstrap: could not install ${missing_tools[*]}; the tests that use them need them" >&2
         fi
         rm -f "$apt_log"
     else
-        echo "bootstrap: dig is missing; the DNS tests that use it need it (apt-get install dnsutils)" >&2
+        echo "bootstrap: missing ${missing_tools[*]} (apt-get install them); the tests that use them need them" >&2
     fi
 fi
 

@@ -16,7 +16,7 @@ from discovery.api import agent, catalog, health, kv, status
 from discovery.api.context import CONTEXT, ApiContext
 from discovery.api.errors import ApiError
 from discovery.catalog import Catalog, CatalogError
-from discovery.runtime.http import add_ops_routes
+from discovery.runtime.http import add_ops_routes, request_token  # X-Consul-Token, Bearer or ?token=
 from discovery.store import StoreError
 
 log = logging.getLogger("discovery.api")
@@ -25,16 +25,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Ops endpoints and leader status stay open for probes and scrapers, as Consul's status API does.
 _OPEN_PATHS: Final = frozenset({"/metrics", "/healthz", "/readyz", "/v1/status/leader", "/v1/status/peers"})
 _CATALOG_ERROR_STATUS: Final = {"not_found": 404, "invalid": 400, "conflict": 409}
-
-
-def request_token(request: web.Request) -> str:
-    """Consul accepts X-Consul-Token, Authorization: Bearer, or the legacy ?token=."""
-    token = request.headers.get("X-Consul-Token", "")
-    if not token:
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            token = value.strip()
-    return token or request.query.get("token", "")
 
 
 def _authorized(request: web.Request) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 
 def split_host_port(address: str, default_port: int | None = None, *, name: str = "address") -> tuple[str, int]:
     """``"127.0.0.1:8500"``, ``"[::1]:8500"``, ``":8500"`` or ``"host"`` → (host, port).
@@ -17,3 +19,18 @@ def split_host_port(address: str, default_port: int | None = None, *, name: str 
     if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"{name}: expected HOST:PORT with a port 0-65535, got {address!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1, IPv4-mapped ones); any other
+    name counts as reachable from elsewhere, since what it resolves to can change."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

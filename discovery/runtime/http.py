@@ -8,6 +8,19 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 
+def request_token(request: web.Request, header: str = "X-Consul-Token", query_param: str | None = "token") -> str:
+    """The token a request presents, Consul's way: ``header`` (``X-Consul-Token``), else
+    ``Authorization: Bearer``, else the legacy ``?token=`` (``query_param=None``: not accepted). "" if none."""
+    token = request.headers.get(header, "")
+    if not token:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            token = value.strip()
+    if token or query_param is None:
+        return token
+    return request.query.get(query_param, "")
+
+
 def add_ops_routes(app: web.Application, ready: Callable[[], bool]) -> None:
     """GET /metrics (Prometheus text), /healthz (alive), /readyz (ready to serve)."""
 

@@ -7,13 +7,15 @@
 | ``GET|DELETE /v1/mesh/config/{kind}/{namespace}/{name}`` | one resource (``DELETE`` takes ``?resourceVersion=``) |
 | ``GET /v1/mesh/status`` | every sidecar (of every replica, with a shared store): versions, last ACK/NACK |
 | ``GET /v1/mesh/explain?source=S&host=H&path=P&method=M&headers=k:v,...`` | why a request goes where it goes |
-| ``PUT|DELETE /v1/mesh/sidecars/{id}``, ``POST .../demand`` | sidecar registration, hosts asked for |
+| ``PUT|DELETE /v1/mesh/sidecars/{id}``, ``POST .../demand`` | registration (answers a secret), hosts asked for |
 | ``GET /v1/mesh/sync/{id}?version=V&wait=30s``, ``POST .../ack`` | long poll for a new snapshot; ACK/NACK |
 | ``POST /v1/mesh/ca/sign``, ``GET /v1/mesh/ca/bundle`` | the mesh CA (``mesh.control.api_ca``), when one is given |
 | ``GET /openapi.json``, ``/metrics``, ``/healthz``, ``/readyz`` | description and ops |
 
 Errors are JSON in one place (``error_middleware``): 400 ``{"error", "path"[, "document",
-"resource"]}``, 404, 409 (``resourceVersion``), 503 when the store fails or the plane stops.
+"resource"]}``, 401 ``{"error", "missing"}`` / 403 (credentials, ``mesh.control.auth``), 404, 409
+(``resourceVersion``, or a sidecar id held by another live sidecar), 503 when the store fails or
+the plane stops.
 """
 
 from __future__ import annotations
@@ -32,11 +34,23 @@ from discovery.durations import DurationError, parse_duration
 from discovery.runtime.http import add_ops_routes
 from mesh.control import metrics
 from mesh.control.api_ca import CaApiError, add_ca_routes
+from mesh.control.auth import (
+    AUTH,
+    AuthError,
+    ControlAuth,
+    Refusal,
+    auth_error_response,
+    auth_middleware,
+    presented_secret,
+    refuse,
+    require_sidecar_secret,
+)
 from mesh.control.changes import Conflict, NotFound, Plan
 from mesh.control.openapi import OPENAPI
 from mesh.control.plane import ControlPlane
 from mesh.control.sidecars import SidecarRecord, parse_registration, version_digest
 from mesh.control.store import StoreError
+from mesh.control.tokens import new_sidecar_secret, secret_matches
 from mesh.model.reader import ConfigError
 from mesh.rules.documents import MAX_BODY_BYTES, RuleError, parse_documents
 from mesh.rules.fields import check_dns_label
@@ -79,6 +93,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_body(404, str(exc))
     except ApiError as exc:
         return error_body(exc.status, exc.message, **exc.extra)
+    except AuthError as exc:
+        return auth_error_response(exc)
     except CaApiError as exc:
         return error_body(exc.status, exc.message, path=exc.path)
     except StoreError as exc:
@@ -94,9 +110,10 @@ def _operation(request: web.Request) -> str:
     return "delete" if request.method == "DELETE" else "apply"
 
 
-def build_app(plane: ControlPlane, ca: MeshCA | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+def build_app(plane: ControlPlane, ca: MeshCA | None = None, auth: ControlAuth | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES)
     app[PLANE] = plane
+    app[AUTH] = auth or ControlAuth()
     routes = [
         web.put("/v1/mesh/config", apply_config),
         web.get("/v1/mesh/config", list_config),
@@ -246,11 +263,13 @@ async def openapi(_: web.Request) -> web.Response:
 
 
 def _sidecar(request: web.Request) -> SidecarRecord:
+    """The registered sidecar the path names, once the caller has shown that sidecar's secret (with a token set)."""
     plane = request.app[PLANE]
     sidecar_id = request.match_info["id"]
     record = plane.pusher.sidecars.get(sidecar_id)
     if record is None:
         raise ApiError(404, f"unknown sidecar {sidecar_id!r}: register it with PUT /v1/mesh/sidecars/{sidecar_id}")
+    require_sidecar_secret(request, record.id, record.secret_digest)
     return record
 
 
@@ -262,20 +281,43 @@ async def _json(request: web.Request) -> Any:
 
 
 async def register_sidecar(request: web.Request) -> web.Response:
+    """Register (or re-register) a sidecar. A new registration gets a fresh secret, answered once as
+    ``"secret"``; a re-registration showing the current secret keeps it. With a token set, an id whose
+    sidecar is still connected cannot be taken over without that secret (409)."""
     plane = request.app[PLANE]
     registration = parse_registration(request.match_info["id"], await _json(request))
+    existing = plane.pusher.sidecars.get(registration.sidecar_id)
+    keeps_secret = existing is not None and secret_matches(presented_secret(request), existing.secret_digest)
+    if existing is not None and not keeps_secret and request.app[AUTH].enforced and _connected(plane, existing):
+        refuse(
+            request,
+            Refusal(
+                409,
+                f"sidecar id {existing.id!r} is registered by a connected sidecar: present its secret to re-register, "
+                "or use another --sidecar-id",
+                "sidecar_taken",
+            ),
+        )
     record = plane.pusher.register(registration)
+    answer: dict[str, str] = {"id": record.id, "version": record.current.version if record.current else ""}
+    if not keeps_secret:
+        answer["secret"], record.secret_digest = new_sidecar_secret()
     log.info(
         "sidecar registered",
         extra={"sidecar": record.id, "service": registration.service, "namespace": registration.namespace},
     )
-    return web.json_response({"id": record.id, "version": record.current.version if record.current else ""})
+    return web.json_response(answer)
+
+
+def _connected(plane: ControlPlane, record: SidecarRecord) -> bool:
+    return record.polls > 0 or time.monotonic() - record.last_seen < plane.settings.connected_within
 
 
 async def forget_sidecar(request: web.Request) -> web.Response:
     plane = request.app[PLANE]
-    if not plane.pusher.forget(request.match_info["id"]):
-        raise ApiError(404, f"unknown sidecar {request.match_info['id']!r}")
+    record = _sidecar(request)
+    if not plane.pusher.forget(record.id):
+        raise ApiError(404, f"unknown sidecar {record.id!r}")
     return web.json_response({"forgotten": True})
 
 

@@ -1,8 +1,10 @@
 """The CA's HTTP endpoints: ``POST /v1/mesh/ca/sign`` (CSR in, certificate chain out), ``GET /v1/mesh/ca/bundle``.
 
 ``sign`` takes JSON ``{"sidecar": ID, "csr": PEM[, "ttl": "12h"]}``: the sidecar must be
-registered (``PUT /v1/mesh/sidecars/{id}``), and the CSR must ask for exactly the identity that
-registration entitles it to (``mesh.control.certificates``); else 404, 403 or 400 with the reason.
+registered (``PUT /v1/mesh/sidecars/{id}``), with a token set the caller must show that sidecar's
+secret (``X-Mesh-Sidecar-Secret``, ``mesh.control.auth``; else 401/403), and the CSR must ask for
+exactly the identity that registration entitles it to (``mesh.control.certificates``); else 404,
+403 or 400 with the reason.
 The answer is ``{"identity", "cert_chain" (PEM: leaf, then intermediates), "trust_bundle" (PEM),
 "serial", "not_before", "not_after"}``. ``bundle`` answers ``{"trust_domain", "trust_bundle"}``,
 or the PEM alone with ``?format=pem``. Errors go through the API's one error middleware.
@@ -21,6 +23,7 @@ from aiohttp import web
 
 from discovery.durations import DurationError, parse_duration
 from mesh.control import metrics
+from mesh.control.auth import AuthError, require_sidecar_secret
 from mesh.control.certificates import entitled_identity
 from mesh.control.plane import ControlPlane
 from mesh.security.ca import CaError, CsrRejected, IdentityNotAllowed, MeshCA
@@ -65,6 +68,11 @@ async def sign(request: web.Request) -> web.Response:
         raise CaApiError(
             404, f"unknown sidecar {sidecar_id!r}: register it with PUT /v1/mesh/sidecars/{sidecar_id}", "sidecar"
         )
+    try:
+        require_sidecar_secret(request, record.id, record.secret_digest)  # one sidecar cannot sign for another
+    except AuthError:
+        _count("forbidden")
+        raise
     try:
         identity = entitled_identity(record.registration, ca.trust_domain)
     except IdentityError as exc:

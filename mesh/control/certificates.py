@@ -7,10 +7,10 @@ every later start; a key file others can read is refused. A user-supplied CA (``
 store (``--store consul``) sign under one root.
 
 Entitlement: a sidecar registered as service ``S`` in namespace ``N`` may get a certificate for
-``spiffe://<trust-domain>/ns/N/sa/S`` and nothing else. The caller is **not authenticated** yet:
-whoever can reach the control API can register a sidecar under any service name and so obtain
-that service's identity. Until the control API takes tokens or client certificates (a later
-step of the security issue), keep it on loopback or a trusted network.
+``spiffe://<trust-domain>/ns/N/sa/S`` and nothing else. With a token set (``mesh.control.auth``)
+only the holder of that registration's secret may ask; without one registration is open, so whoever
+can reach the control API can register under any service name and obtain that service's identity:
+keep such a control plane on loopback.
 """
 
 from __future__ import annotations

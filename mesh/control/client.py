@@ -1,7 +1,9 @@
 """A small blocking client of the control plane's config API, for the ``mesh`` CLI (stdlib only).
 
 Errors come back as ``ControlApiError`` carrying the API's JSON (``error``, ``path``,
-``resource``, ``document``), so the CLI can print them with the field named.
+``resource``, ``document``), so the CLI can print them with the field named. The control plane's
+token (``MESH_CONTROL_TOKEN`` / ``MESH_CONTROL_TOKEN_FILE``, or ``token=``) goes out as
+``Authorization: Bearer``, never in the URL.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
+
+from mesh.control.tokens import TokenError, auth_headers, token_from_env
 
 DEFAULT_CONTROL_ADDR = "http://127.0.0.1:15010"
 
@@ -44,9 +48,14 @@ class ControlApiError(Exception):
 
 
 class ControlClient:
-    def __init__(self, address: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(self, address: str | None = None, *, token: str | None = None, timeout: float = 30.0) -> None:
+        """``token=None``: ``MESH_CONTROL_TOKEN_FILE`` or ``MESH_CONTROL_TOKEN`` (a bad file: ``ControlApiError``)."""
         self.address = control_address(address)
         self.timeout = timeout
+        try:
+            self._headers = auth_headers(token_from_env() if token is None else token.strip())
+        except TokenError as exc:
+            raise ControlApiError(0, str(exc)) from exc
 
     def apply(
         self, body: bytes, *, dry_run: bool = False, namespace: str = "", content_type: str = ""
@@ -84,7 +93,7 @@ class ControlClient:
         url = self.address + path
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        request = urllib.request.Request(url, data=body, method=method)
+        request = urllib.request.Request(url, data=body, method=method, headers=self._headers)
         if content_type:
             request.add_header("Content-Type", content_type)
         try:

@@ -62,9 +62,11 @@ def redirect_view(redirect: Redirect) -> dict[str, Any]:
 
 def cluster_policies(cluster: Cluster) -> dict[str, Any]:
     """``circuit_breakers`` (limits that are set; ``{}``: unlimited, Istio's default),
-    ``outlier_detection`` (``None``: off) and the balancer's panic threshold."""
+    ``max_requests_per_connection`` (0: unlimited), ``outlier_detection`` (``None``: off) and the
+    balancer's panic threshold."""
     return {
         "circuit_breakers": _breakers(cluster.circuit_breakers),
+        "max_requests_per_connection": cluster.max_requests_per_connection,
         "outlier_detection": None if cluster.outlier_detection is None else _outlier(cluster.outlier_detection),
         "panic_threshold_percent": round(cluster.lb.panic_threshold * 100, 2),
     }
@@ -125,6 +127,9 @@ def describe_cluster_policies(view: dict[str, Any]) -> list[str]:
     breakers = view.get("circuit_breakers")
     if breakers:
         lines.append("circuit breakers: " + ", ".join(f"{k} {v}" for k, v in breakers.items()))
+    per_connection = view.get("max_requests_per_connection")
+    if per_connection:
+        lines.append(f"upstream connections closed after {per_connection} requests each")
     outlier = view.get("outlier_detection")
     if outlier:
         lines.append(

@@ -28,3 +28,9 @@ CA_CSRS = Counter(
     "Certificate signing requests, by result (issued, rejected, forbidden, unknown_sidecar, ca_unavailable).",
     ["result"],
 )
+AUTH_REFUSED = Counter(
+    "mesh_control_auth_refused_total",
+    "Requests refused for their credentials, by reason (missing_token, wrong_token, missing_secret, wrong_secret, "
+    "sidecar_taken).",
+    ["reason"],
+)

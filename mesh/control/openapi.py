@@ -76,9 +76,10 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "invalid input",
-        403: "not allowed",
+        401: "a credential is missing (the token, or the sidecar's secret): {error, missing}",
+        403: "not allowed (a wrong token or secret, or an identity the sidecar is not entitled to)",
         404: "not found",
-        409: "resourceVersion conflict",
+        409: "conflict (resourceVersion, or a sidecar id held by a connected sidecar)",
         503: "store unavailable",
     }
     return {str(code): {"description": text[code], **_json({"$ref": "#/components/schemas/Error"})} for code in codes}
@@ -103,7 +104,9 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "mesh control plane",
         "version": "1",
-        "description": "Routing and security rules in Istio's shapes, pushed to sidecars as versioned snapshots.",
+        "description": "Routing and security rules in Istio's shapes, pushed to sidecars as versioned snapshots. "
+        "With `mesh control --token`, writes, CA signing and the sidecar endpoints need the token (bearer or "
+        "meshToken; reads too with --token-reads), and calls about one sidecar also its secret (sidecarSecret).",
     },
     "paths": {
         "/v1/mesh/config": {
@@ -188,7 +191,13 @@ OPENAPI: dict[str, Any] = {
                 "summary": "Register a sidecar: service, namespace, labels, bootstrap snapshot, hosts asked for",
                 "parameters": _ID,
                 "requestBody": _json({"type": "object"}),
-                "responses": {"200": {"description": "registered"}, **_errors(400)},
+                "responses": {
+                    "200": {
+                        "description": "{id, version, secret}: secret (this sidecar's, for X-Mesh-Sidecar-Secret) "
+                        "only when newly issued, i.e. unless the current one was presented"
+                    },
+                    **_errors(400, 401, 403, 409),
+                },
             },
             "delete": {
                 "summary": "Forget a sidecar",
@@ -272,7 +281,14 @@ OPENAPI: dict[str, Any] = {
             }
         },
     },
-    "components": {"schemas": {"Error": _ERROR, "Resource": _RESOURCE}},
+    "components": {
+        "schemas": {"Error": _ERROR, "Resource": _RESOURCE},
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "the control plane's token"},
+            "meshToken": {"type": "apiKey", "in": "header", "name": "X-Mesh-Token"},
+            "sidecarSecret": {"type": "apiKey", "in": "header", "name": "X-Mesh-Sidecar-Secret"},
+        },
+    },
 }
 
 __all__ = ["OPENAPI"]

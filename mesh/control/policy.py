@@ -9,6 +9,7 @@
 | ``consistentHash`` (ring hash, or ``maglev``) | ``ring_hash`` / ``maglev`` with affinity header, cookie or source IP |
 | ``connectionPool.tcp.connectTimeout`` | ``connect_timeout_s`` |
 | ``connectionPool.http.idleTimeout`` (else ``tcp.idleTimeout``) | ``idle_timeout_s`` |
+| ``connectionPool.http.maxRequestsPerConnection`` | ``max_requests_per_connection`` (0 or unset: unlimited) |
 | ``tcp.maxConnections``, ``http.http1MaxPendingRequests`` / ``http2MaxRequests`` / ``maxRetries`` | breakers |
 | ``outlierDetection`` | ``outlier_detection`` (Istio's defaults: 5 consecutive 5xx, 10 s, 30 s, 10 %) |
 | ``outlierDetection.minHealthPercent`` | the balancer's ``panic_threshold`` (Istio's default 0: panic mode off) |
@@ -53,6 +54,7 @@ class ClusterSettings:
     lb: PolicySpec = DEFAULT_POLICY
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    max_requests_per_connection: int = 0  # 0: unlimited
     circuit_breakers: CircuitBreakers = ISTIO_CIRCUIT_BREAKERS
     outlier_detection: OutlierDetection | None = None
 
@@ -67,6 +69,7 @@ def cluster_settings(policy: TrafficPolicy | None) -> ClusterSettings:
     lb = load_balancer_policy(policy.load_balancer)
     connect = DEFAULT_CONNECT_TIMEOUT_S
     idle = DEFAULT_IDLE_TIMEOUT_S
+    max_requests = 0
     pool = policy.connection_pool
     if pool is not None:
         if pool.connect_timeout_s is not None:
@@ -75,10 +78,11 @@ def cluster_settings(policy: TrafficPolicy | None) -> ClusterSettings:
             idle = pool.http_idle_timeout_s
         elif pool.tcp_idle_timeout_s is not None:
             idle = pool.tcp_idle_timeout_s
+        max_requests = pool.max_requests_per_connection or 0
     detection = policy.outlier_detection
     if detection is not None:
         lb = replace(lb, panic_threshold=(detection.min_health_percent or 0) / 100)
-    return ClusterSettings(lb, connect, idle, circuit_breakers(pool), outlier_detection(detection))
+    return ClusterSettings(lb, connect, idle, max_requests, circuit_breakers(pool), outlier_detection(detection))
 
 
 def circuit_breakers(pool: ConnectionPool | None) -> CircuitBreakers:

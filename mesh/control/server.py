@@ -13,9 +13,10 @@ from aiohttp import web
 
 from discovery.client import RegistryClient
 from discovery.client_config import ClientConfig
-from discovery.runtime.addresses import split_host_port
+from discovery.runtime.addresses import is_loopback, split_host_port
 from discovery.runtime.http import start_site
 from mesh.control.api import build_app
+from mesh.control.auth import ControlAuth
 from mesh.control.certificates import CA_DIR, CaSettings, open_ca
 from mesh.control.plane import ControlPlane, PlaneSettings
 from mesh.control.status_share import StatusShare
@@ -41,6 +42,7 @@ class ControlConfig:
     replica_id: str = ""  # this replica's name in status ("": <hostname>:<port>)
     settings: PlaneSettings = field(default_factory=PlaneSettings)
     ca: CaSettings | None = field(default_factory=CaSettings)  # None: no CA endpoints
+    auth: ControlAuth = field(default_factory=ControlAuth)  # no token: the API is open (mesh.control.auth)
 
 
 class ControlServer:
@@ -70,7 +72,8 @@ class ControlServer:
             self._log_ca(self.ca, self.config.ca)
             self.plane.trust_domain = self.ca.trust_domain
         await self.plane.start()
-        self._runner, self.port = await start_site(build_app(self.plane, self.ca), self._host, self.port)
+        app = build_app(self.plane, self.ca, self.config.auth)
+        self._runner, self.port = await start_site(app, self._host, self.port)
         replica = self.config.replica_id or f"{socket.gethostname()}:{self.port}"
         self.plane.replica = replica
         if self.config.store == "consul":  # replicas share one store: share sidecar status through it too
@@ -92,8 +95,15 @@ class ControlServer:
                 "config_version": self.plane.state.version,
                 "registry": self.client.config.base_url,
                 "replica": replica,
+                "auth": self.config.auth.describe(),
             },
         )
+        if not self.config.auth.enforced and not is_loopback(self._host):
+            log.warning(
+                "the control plane listens on %s without a token: anyone who reaches it can change the routing "
+                "and register sidecars to obtain their certificates (set --token or MESH_CONTROL_TOKEN)",
+                self.url,
+            )
 
     def _log_ca(self, ca: MeshCA, settings: CaSettings) -> None:
         root = ca.trust_bundle[0]

@@ -118,6 +118,7 @@ class SidecarRecord:
         self.last_seen_at = time.time()
         self.registered_at = time.time()
         self.wake = asyncio.Event()
+        self.secret_digest = b""  # SHA-256 of the secret handed out at registration (mesh.control.tokens)
 
     @property
     def id(self) -> str:

@@ -358,6 +358,7 @@ class _Translator:
                 endpoints,
                 connect_timeout_s=settings.connect_timeout_s,
                 idle_timeout_s=settings.idle_timeout_s,
+                max_requests_per_connection=settings.max_requests_per_connection,
                 service=ref.service,
                 circuit_breakers=settings.circuit_breakers,
                 outlier_detection=settings.outlier_detection,
@@ -508,6 +509,7 @@ class _Translator:
             endpoints=endpoints,
             connect_timeout_s=settings.connect_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
+            max_requests_per_connection=settings.max_requests_per_connection,
             circuit_breakers=settings.circuit_breakers,
             outlier_detection=settings.outlier_detection,
         )

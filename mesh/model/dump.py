@@ -230,6 +230,8 @@ def _cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
     out["connect_timeout"] = _duration_out(cluster.connect_timeout_s)
     out["idle_timeout"] = _duration_out(cluster.idle_timeout_s)
     out["max_connections_per_endpoint"] = cluster.max_connections_per_endpoint
+    if cluster.max_requests_per_connection:
+        out["max_requests_per_connection"] = cluster.max_requests_per_connection
     if cluster.circuit_breakers != DEFAULT_CIRCUIT_BREAKERS:
         out["circuit_breakers"] = _breakers_to_dict(cluster.circuit_breakers)
     if cluster.outlier_detection is not None:

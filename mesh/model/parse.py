@@ -48,6 +48,7 @@ from mesh.model.snapshot import (
     DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
     DEFAULT_ROUTE_TIMEOUT_S,
+    MAX_REQUESTS_PER_CONNECTION,
     Cluster,
     HeaderMatch,
     HeaderToAdd,
@@ -399,6 +400,7 @@ def _parse_cluster(data: object, path: str) -> Cluster:
     if idle_timeout <= 0:
         raise ConfigError(obj.at("idle_timeout"), "must be > 0")
     max_connections = obj.integer("max_connections_per_endpoint", DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT, 1, 1_000_000)
+    max_requests = obj.integer("max_requests_per_connection", 0, 0, MAX_REQUESTS_PER_CONNECTION)
     service = obj.string("service", "")
     protocol = obj.choice("protocol", _PROTOCOLS, "http")
     breakers = obj.nested("circuit_breakers", parse_circuit_breakers, DEFAULT_CIRCUIT_BREAKERS)
@@ -412,6 +414,7 @@ def _parse_cluster(data: object, path: str) -> Cluster:
         connect_timeout_s=connect_timeout,
         idle_timeout_s=idle_timeout,
         max_connections_per_endpoint=max_connections,
+        max_requests_per_connection=max_requests,
         service=service,
         protocol=cast(Literal["http", "tcp"], protocol),
         circuit_breakers=breakers,

@@ -51,6 +51,7 @@ DEFAULT_ROUTE_TIMEOUT_S = 15.0  # Envoy's default route timeout
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT = 1024
+MAX_REQUESTS_PER_CONNECTION = 2**32 - 1  # Envoy's field is a uint32
 DEFAULT_POLICY = PolicySpec()  # round robin, Envoy's default
 
 
@@ -264,6 +265,8 @@ class Cluster:
     ``service`` non-empty means the endpoints are the passing instances of that registry
     service (a registry-fed source fills ``endpoints``; a static file may leave them empty).
     ``protocol`` says how the sidecar talks to the endpoints. Timeouts are seconds.
+    ``max_requests_per_connection``: an upstream connection is closed once it served this many
+    requests (Envoy's ``max_requests_per_connection``; 1 turns keep-alive off; 0: unlimited).
     ``circuit_breakers`` (always in force, Envoy's defaults), ``outlier_detection`` and
     ``health_check`` (``None``: off) are in ``mesh.model.policies``.
     """
@@ -274,6 +277,7 @@ class Cluster:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     max_connections_per_endpoint: int = DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT
+    max_requests_per_connection: int = 0
     service: str = ""
     protocol: Protocol = "http"
     circuit_breakers: CircuitBreakers = DEFAULT_CIRCUIT_BREAKERS
@@ -421,6 +425,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT",
     "DEFAULT_POLICY",
     "DEFAULT_ROUTE_TIMEOUT_S",
+    "MAX_REQUESTS_PER_CONNECTION",
     "PATH_ANY",
     "PATH_EXACT",
     "PATH_EXACT_FOLDED",

@@ -6,8 +6,8 @@ outlierDetection, tls), as Istio does. ``portLevelSettings`` override per destin
 
 Everything Istio validates is validated here. Valid Istio the sidecar cannot serve is refused
 (``consistentHash.httpQueryParameterName``, ``tunnel``, ``proxyProtocol``); fields it does not
-enforce yet (circuit breaker limits, outlier detection, client TLS, locality settings) are
-accepted and listed by ``mesh.rules.warnings``.
+enforce yet (client TLS, locality settings, the ``unenforced_given`` ones) are accepted and
+listed by ``mesh.rules.warnings``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class ConnectionPool:
         names = {
             "tcp.maxConnectionDuration": self.max_connection_duration_s,
             "tcp.tcpKeepalive": True if self.tcp_keepalive else None,
-            "http.maxRequestsPerConnection": self.max_requests_per_connection,
             "http.h2UpgradePolicy": self.h2_upgrade_policy,
             "http.useClientProtocol": self.use_client_protocol,
             "http.maxConcurrentStreams": self.max_concurrent_streams,

@@ -13,6 +13,9 @@ Rules:
   the wait.
 - An idle connection is closed after the cluster's idle timeout; a periodic sweep does this
   (one timer for all, not one per connection).
+- A connection that served the cluster's ``max_requests_per_connection`` requests (Envoy's field
+  of that name; 0: unlimited) is closed when released instead of being reused or handed on; a
+  waiter of its endpoint then opens a fresh one.
 - Circuit breaker (the cluster's, when the caller passes it): a queued waiter holds a
   ``max_pending_requests`` slot until it is served or gives up (``release_pending``); a refused
   slot calls ``waiter.on_pending_overflow`` at once. Opening a connection takes a
@@ -203,10 +206,13 @@ class UpstreamPools:
         queue.append(entry)
         return True
 
-    def release(self, conn: UpstreamConnection, idle_timeout_s: float) -> None:
-        """Give back a connection whose last exchange ended cleanly."""
+    def release(self, conn: UpstreamConnection, idle_timeout_s: float, max_requests: int = 0) -> None:
+        """Give back a connection whose last exchange ended cleanly (``max_requests``: 0 unlimited)."""
         conn.user = None
         if conn.closed:
+            return
+        if max_requests and conn.requests >= max_requests:  # served its share: retire it
+            self.discard(conn)
             return
         pool = conn.pool
         while pool.waiters:

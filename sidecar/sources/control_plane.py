@@ -16,6 +16,12 @@
    Envoy's xDS: ``&ack=<version>``, or ``&nack=<version>&error=<reason>`` (the old snapshot
    stays). Accepted snapshots are written to disk (write, fsync, rename) before that poll.
 
+**Credentials.** With the control plane's token (``MESH_CONTROL_TOKEN`` or
+``MESH_CONTROL_TOKEN_FILE``) every request carries ``Authorization: Bearer``; registration answers
+a secret for this sidecar (kept in memory only), sent as ``X-Mesh-Sidecar-Secret`` with every later
+request about it. A 401/403 on sync means the registration is no longer ours: register again.
+Neither ever appears in what this source logs.
+
 A host the snapshot does not route (``demand``) is reported with
 ``POST /v1/mesh/sidecars/{id}/demand``; the proxy then waits (``demand_timeout``) for the
 snapshot that routes it. Unreachable control plane, 5xx or a timeout: retry with exponential
@@ -41,6 +47,7 @@ from typing import Any
 import aiohttp
 
 from discovery.watch import TokenBucket
+from mesh.control.tokens import auth_headers, redact, token_from_env
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.hosts import DEFAULT_NAMESPACE, split_host_port
 from mesh.model.parse import ConfigError, parse_snapshot
@@ -91,7 +98,9 @@ class ControlPlaneSource:
         backoff_base: float = 0.2,
         backoff_cap: float = 10.0,
         rand: Callable[[], float] = random.random,
+        token: str | None = None,
     ) -> None:
+        """``token=None``: ``MESH_CONTROL_TOKEN_FILE`` or ``MESH_CONTROL_TOKEN`` ("" when neither is set)."""
         self.settings = settings.validate()
         if not settings.service:
             raise ValueError("--service: a sidecar needs its service name to register with the control plane")
@@ -120,6 +129,8 @@ class ControlPlaneSource:
         self._registered = False
         self._demanded: OrderedDict[str, None] = OrderedDict()
         self._changed = asyncio.Event()
+        self._token = token_from_env() if token is None else token
+        self._secret = ""  # this sidecar's secret, from its registration
 
     @property
     def applied_version(self) -> str:
@@ -169,6 +180,9 @@ class ControlPlaneSource:
         if status == 404:
             self._registered = False
             return
+        if status in (401, 403):  # our secret no longer opens this registration (or the token changed)
+            self._registered = False
+            raise ControlPlaneError(f"sync answered {status}: {_error_text(body)}")
         if status != 200:
             raise ControlPlaneError(f"sync answered {status}: {_error_text(body)}")
         self._recovered()
@@ -221,6 +235,12 @@ class ControlPlaneSource:
         status, answer = await self._request("PUT", f"/v1/mesh/sidecars/{self.sidecar_id}", json_body=body)
         if status != 200:
             raise ControlPlaneError(f"registration answered {status}: {_error_text(answer)}")
+        try:
+            secret = json.loads(answer).get("secret")
+        except (ValueError, AttributeError) as exc:
+            raise ControlPlaneError(f"registration answer is not a JSON object: {exc}") from exc
+        if isinstance(secret, str) and secret:
+            self._secret = secret  # absent when the control plane kept the one we showed
         self._registered = True
         self._recovered()
         log.info("registered with the control plane", extra={"control_plane": self.address, "sidecar": self.sidecar_id})
@@ -241,7 +261,12 @@ class ControlPlaneSource:
             raise ControlPlaneError("the source is not running")
         limit = aiohttp.ClientTimeout(total=timeout or self.request_timeout, sock_connect=self.request_timeout)
         async with session.request(
-            method, self.address + path, params=params, json=json_body, timeout=limit
+            method,
+            self.address + path,
+            params=params,
+            json=json_body,
+            timeout=limit,
+            headers=auth_headers(self._token, self._secret),
         ) as response:
             return response.status, await response.read()
 
@@ -253,7 +278,9 @@ class ControlPlaneSource:
         if self._registered:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with session.delete(
-                    f"{self.address}/v1/mesh/sidecars/{self.sidecar_id}", timeout=aiohttp.ClientTimeout(total=1.0)
+                    f"{self.address}/v1/mesh/sidecars/{self.sidecar_id}",
+                    timeout=aiohttp.ClientTimeout(total=1.0),
+                    headers=auth_headers(self._token, self._secret),
                 ):
                     pass
         await session.close()
@@ -270,7 +297,7 @@ class ControlPlaneSource:
             level,
             "control plane %s: %s (failure %d, retrying in %.2fs; serving %s)",
             self.address,
-            exc or type(exc).__name__,
+            redact(str(exc) or type(exc).__name__, self._token, self._secret),
             self.failures,
             delay,
             self._applied_version or "no config",

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ from mesh.cli import app
 from mesh.control.server import ControlServer
 from sidecar.sources.control_plane import ControlPlaneSource
 from sidecar.sources.defaults import SidecarSettings
-from tests.mesh.control.fixtures import control, register, start_control
+from tests.mesh.control.fixtures import FAST, control, register, start_control
 from tests.mesh.rules.helpers import dr, vs
 from tests.sidecar.sources.recorder import Recorder
 
@@ -163,7 +168,111 @@ async def test_explain_prints_route_subset_and_endpoints(
 
 
 def test_control_help_lists_its_flags() -> None:
-    result = CliRunner().invoke(app, ["control", "--help"])
+    result = CliRunner().invoke(app, ["control", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for flag in ("--http-addr", "--data-dir", "--store", "--consul-prefix", "--log-level"):
+    for flag in ("--http-addr", "--data-dir", "--store", "--consul-prefix", "--replica-id", "--log-level"):
         assert flag in result.stdout
+    assert "MESH_CONTROL_REPLICA_ID" in result.stdout
+
+
+def test_a_replica_id_with_a_slash_is_refused_before_anything_starts() -> None:
+    result = CliRunner().invoke(app, ["control"], env={"MESH_CONTROL_REPLICA_ID": "a/b"})
+    assert result.exit_code == 2
+    assert "--replica-id" in result.output
+    assert "without '/'" in result.output
+
+
+async def sidecar_on(control: ControlServer, sidecar_id: str) -> tuple[asyncio.Task[None], Recorder]:
+    recorder = Recorder()
+    source = ControlPlaneSource(SidecarSettings(service="productpage"), control.url, sidecar_id=sidecar_id, wait=2.0)
+    task = asyncio.create_task(source.run(recorder.apply))
+    await recorder.applied_count(1)
+    return task, recorder
+
+
+async def until_mesh_status(control: ControlServer, check: Callable[[Any], bool]) -> Any:
+    for _ in range(100):
+        result = await mesh(control, "status")
+        if check(result):
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"mesh status never got there: {result.output}")
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The first line of each sidecar's row (narrow terminals fold long cells onto more lines), by id."""
+    return {cells[0]: cells for cells in map(str.split, stdout.splitlines()) if cells and cells[0].startswith("pp-")}
+
+
+async def test_status_names_the_replica_serving_each_sidecar(start_control: Callable[..., Any]) -> None:
+    plane: ControlServer = await start_control(replica_id="cp-east")
+    task, _ = await sidecar_on(plane, "pp-1")
+    try:
+        result = await until_mesh_status(plane, lambda r: "in sync" in r.stdout)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert result.exit_code == 0, result.output
+    header = next(line.split() for line in result.stdout.splitlines() if "SIDECAR" in line)
+    assert header[:4] == ["SIDECAR", "SERVICE", "REPLICA", "VERSION"]
+    assert table_rows(result.stdout)["pp-1"][2] == "cp-east"
+    assert "replicas" not in result.stdout  # one SQLite replica: no replica list
+    assert "warning" not in result.stderr
+
+
+async def test_status_lists_live_replicas_and_warns_when_the_shared_status_cannot_be_read(
+    start_control: Callable[..., Any], registry: RegistryServer, tmp_path: Path
+) -> None:
+    settings = replace(FAST, status_ttl=1.0, status_flush=0.05)
+    a: ControlServer = await start_control(store="consul", data_dir=tmp_path / "a", replica_id="a", settings=settings)
+    b: ControlServer = await start_control(store="consul", data_dir=tmp_path / "b", replica_id="b", settings=settings)
+    tasks = [(await sidecar_on(a, "pp-on-a"))[0], (await sidecar_on(b, "pp-on-b"))[0]]
+    try:
+        shared = await until_mesh_status(a, lambda r: "pp-on-b" in r.stdout and r.stdout.count("in sync") == 2)
+        assert "2 live control plane replicas: a (this one), b" in shared.stdout
+        rows = table_rows(shared.stdout)
+        assert (rows["pp-on-a"][2], rows["pp-on-b"][2]) == ("a", "b")
+        assert "warning" not in shared.stderr
+        await registry.stop()
+        alone = await until_mesh_status(a, lambda r: "warning" in r.stderr)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert alone.exit_code == 0, alone.output
+    assert "cannot read the other replicas' status" in alone.stderr
+    assert "showing the sidecars of replica a only" in alone.stderr
+    assert "pp-on-a" in alone.stdout
+    assert "pp-on-b" not in alone.stdout
+
+
+@pytest.mark.slow
+async def test_mesh_control_process_uses_the_replica_id_flag(registry: RegistryServer, tmp_path: Path) -> None:
+    """The real command line: ``mesh control --replica-id`` names the replica in status and its log."""
+    mesh_bin = str(Path(sys.executable).with_name("mesh"))
+    proc = await asyncio.create_subprocess_exec(
+        mesh_bin,
+        "control",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--replica-id",
+        "cp-west",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CONSUL_HTTP_ADDR": registry.url},
+    )
+    assert proc.stderr is not None
+    try:
+        listening: dict[str, Any] = {}
+        while listening.get("msg") != "control plane listening":
+            line = await asyncio.wait_for(proc.stderr.readline(), 30.0)
+            assert line, "mesh control exited before it listened"
+            listening = json.loads(line)
+        assert listening["replica"] == "cp-west"
+        async with aiohttp.ClientSession() as http, http.get(f"{listening['url']}/v1/mesh/status") as response:
+            assert (await response.json())["replica"] == "cp-west"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30.0) == 0

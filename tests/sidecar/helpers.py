@@ -18,6 +18,14 @@ from sidecar.http1.listener import HttpSettings
 from sidecar.server import SidecarConfig, SidecarServer
 
 
+async def serve_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 (``port`` 0: a free one); returns the runner and the bound port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, int(runner.addresses[0][1])
+
+
 @dataclass
 class Backend:
     """An aiohttp upstream that says who it is and what it received."""
@@ -27,6 +35,7 @@ class Backend:
     runner: web.AppRunner | None = None
     port: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
+    peers: list[Any] = field(default_factory=list)  # the (host, port) each echoed request came from
     first_chunk_at: list[float] = field(default_factory=list)
     body_done_at: list[float] = field(default_factory=list)
 
@@ -41,11 +50,7 @@ class Backend:
         app.router.add_get("/stream", self._stream)
         app.router.add_get("/slow", self._slow)
         app.router.add_route("*", "/{tail:.*}", self._echo)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self.runner.addresses[0][1])
+        self.runner, self.port = await serve_app(app)
         return self
 
     async def stop(self) -> None:
@@ -68,6 +73,7 @@ class Backend:
             "body_sha": hashlib.sha256(body).hexdigest(),
         }
         self.seen.append(record)
+        self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         return web.json_response(record, headers={"X-Backend": self.name})
 
     async def _sink(self, request: web.Request) -> web.Response:

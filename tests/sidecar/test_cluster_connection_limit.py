@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from sidecar.server import SidecarServer
-from tests.sidecar.helpers import http_config, start_sidecar
+from tests.sidecar.helpers import http_config, serve_app, start_sidecar
 
 KEY_HEADER = "x-key"
 
@@ -38,10 +38,7 @@ class Holder:
     async def start(self) -> Holder:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._serve)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.port = int(self.runner.addresses[0][1])
+        self.runner, self.port = await serve_app(app)
         return self
 
     async def stop(self) -> None:

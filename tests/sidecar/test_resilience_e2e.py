@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from sidecar.server import SidecarServer
-from tests.sidecar.helpers import http_config, start_sidecar
+from tests.sidecar.helpers import http_config, serve_app, start_sidecar
 
 
 @dataclass
@@ -41,11 +41,7 @@ class Flaky:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_route("*", "/{tail:.*}", self._serve)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = int(self.runner.addresses[0][1])
+        self.runner, self.port = await serve_app(app, self.port)
         return self
 
     async def stop(self) -> None:

@@ -79,7 +79,7 @@ def test_explains_resilience_settings_of_the_route_and_its_clusters() -> None:
     resilient = rules(
         dr(
             trafficPolicy={
-                "connectionPool": {"tcp": {"maxConnections": 7}},
+                "connectionPool": {"tcp": {"maxConnections": 7}, "http": {"maxRequestsPerConnection": 3}},
                 "outlierDetection": {"consecutive5xxErrors": 2, "minHealthPercent": 40},
             },
             subsets=[{"name": "v1", "labels": {"version": "v1"}}],
@@ -113,7 +113,11 @@ def test_explains_resilience_settings_of_the_route_and_its_clusters() -> None:
     assert dest["circuit_breakers"] == {"max_connections": 7}
     assert dest["outlier_detection"]["consecutive_5xx"] == 2
     assert dest["panic_threshold_percent"] == 40.0
-    assert describe_cluster_policies(dest)[0] == "circuit breakers: max_connections 7"
+    assert dest["max_requests_per_connection"] == 3
+    assert describe_cluster_policies(dest)[:2] == [
+        "circuit breakers: max_connections 7",
+        "upstream connections closed after 3 requests each",
+    ]
     redirected = explain_request(translation, reviews_catalog(), path="/old/a", **args)
     assert redirected["status"] == 302
     assert "destinations" not in redirected

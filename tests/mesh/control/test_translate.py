@@ -489,7 +489,12 @@ POOL_AND_OUTLIER = dr(
     trafficPolicy={
         "connectionPool": {
             "tcp": {"maxConnections": 10},
-            "http": {"http1MaxPendingRequests": 20, "http2MaxRequests": 30, "maxRetries": 4},
+            "http": {
+                "http1MaxPendingRequests": 20,
+                "http2MaxRequests": 30,
+                "maxRetries": 4,
+                "maxRequestsPerConnection": 5,
+            },
         },
         "outlierDetection": {
             "consecutive5xxErrors": 0,
@@ -508,6 +513,11 @@ POOL_AND_OUTLIER = dr(
             "trafficPolicy": {"connectionPool": {"http": {"http2MaxRequests": 1}}},
         },
         {"name": "v3", "labels": {"version": "v3"}, "trafficPolicy": {"outlierDetection": {}}},
+        {
+            "name": "v4",
+            "labels": {"version": "v4"},
+            "trafficPolicy": {"connectionPool": {"http": {"maxRequestsPerConnection": 1}}},
+        },
     ],
 )
 
@@ -518,8 +528,9 @@ def pool_clusters() -> Translation:
             {
                 "route": [
                     {"destination": {"host": "reviews", "subset": "v1"}, "weight": 40},
-                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 30},
+                    {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20},
                     {"destination": {"host": "reviews", "subset": "v3", "port": {"number": 9080}}, "weight": 30},
+                    {"destination": {"host": "reviews", "subset": "v4"}, "weight": 10},
                 ]
             }
         ]
@@ -537,6 +548,22 @@ def test_connection_pool_limits_become_circuit_breakers() -> None:
     assert cluster(t, "v3", port=9080).circuit_breakers == CircuitBreakers(99, unlimited, unlimited, unlimited)
     bare = checked(translate(profile("reviews"), rules(), reviews_catalog()))
     assert cluster(bare).circuit_breakers == CircuitBreakers(unlimited, unlimited, unlimited, unlimited)
+
+
+def test_max_requests_per_connection_follows_the_host_subset_and_port_policies() -> None:
+    t = pool_clusters()
+    assert cluster(t, "v1").max_requests_per_connection == 5  # the host's connectionPool
+    assert cluster(t, "v2").max_requests_per_connection == 0  # the subset's pool replaces it: unlimited
+    assert cluster(t, "v3", port=9080).max_requests_per_connection == 0  # so does the port's
+    assert cluster(t, "v4").max_requests_per_connection == 1  # the subset's own: no upstream keep-alive
+    bare = checked(translate(profile("reviews"), rules(), reviews_catalog()))
+    assert cluster(bare).max_requests_per_connection == 0
+    explicit_zero = dr(trafficPolicy={"connectionPool": {"http": {"maxRequestsPerConnection": 0}}})
+    zero = checked(translate(profile("reviews"), rules(explicit_zero), reviews_catalog()))
+    assert cluster(zero).max_requests_per_connection == 0  # Istio's 0: unlimited
+    dumped = snapshot_to_dict(t.snapshot)
+    by_name = {c["name"]: c for c in dumped["clusters"]}
+    assert by_name[cluster(t, "v4").name]["max_requests_per_connection"] == 1
 
 
 def test_outlier_detection_with_istio_defaults_and_min_health_percent() -> None:

@@ -40,6 +40,15 @@ def test_docs_example_round_trips_through_json() -> None:
         "kind": "ring_hash",
         "affinity": {"kind": "cookie", "name": "sid", "cookie_ttl_s": 3600},
     }
+    assert dumped["clusters"][1]["max_requests_per_connection"] == 100
+
+
+def test_max_requests_per_connection_is_written_only_when_limited() -> None:
+    limited = snapshot_to_dict(Snapshot("1", clusters={"a": Cluster("a", max_requests_per_connection=1)}))
+    unlimited = snapshot_to_dict(Snapshot("1", clusters={"a": Cluster("a")}))
+    assert limited["clusters"][0]["max_requests_per_connection"] == 1
+    assert "max_requests_per_connection" not in unlimited["clusters"][0]  # 0: unlimited, the default
+    assert parse_snapshot(limited).clusters["a"].max_requests_per_connection == 1
 
 
 _NAME = st.sampled_from(["a", "b", "c-1", "inbound|80"])
@@ -120,6 +129,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
             connect_timeout_s=draw(_SECONDS),
             idle_timeout_s=draw(_SECONDS),
             max_connections_per_endpoint=draw(st.integers(1, 5000)),
+            max_requests_per_connection=draw(st.sampled_from([0, 1, 100, 2**32 - 1])),
             service=draw(st.sampled_from(["", "web"])),
         )
     routes = tuple(

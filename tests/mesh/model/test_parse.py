@@ -101,6 +101,7 @@ def test_docs_example_parses_with_every_feature() -> None:
         Endpoint("[::1]:8081", "::1", 8081, metadata=(("zone", "a"),)),
     )
     assert (v2.connect_timeout_s, v2.idle_timeout_s) == (1.0, 300.0)
+    assert (v1.max_requests_per_connection, v2.max_requests_per_connection) == (0, 100)
     assert snapshot.clusters["postgres"].protocol == "tcp"
 
 
@@ -314,6 +315,10 @@ BAD: list[tuple[str, object, str, str]] = [
     ("clusters[0].idle_timeout", "forever", "clusters[0].idle_timeout", "invalid duration"),
     ("clusters[0].idle_timeout", "0s", "clusters[0].idle_timeout", "must be > 0"),
     ("clusters[0].max_connections_per_endpoint", 0, "clusters[0].max_connections_per_endpoint", "1..1000000"),
+    ("clusters[0].max_requests_per_connection", -1, "clusters[0].max_requests_per_connection", "0..4294967295"),
+    ("clusters[0].max_requests_per_connection", 2**32, "clusters[0].max_requests_per_connection", "0..4294967295"),
+    ("clusters[0].max_requests_per_connection", "10", "clusters[0].max_requests_per_connection", "got '10'"),
+    ("clusters[0].max_requests_per_connection", True, "clusters[0].max_requests_per_connection", "an integer"),
     ("clusters[0].protocol", "grpc", "clusters[0].protocol", "one of http, tcp"),
     ("clusters[0].service", 5, "clusters[0].service", "must be a string"),
 ]

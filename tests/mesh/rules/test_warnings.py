@@ -48,7 +48,12 @@ def test_connection_pool_limits_and_outlier_detection_are_not_warned_about() -> 
         trafficPolicy={
             "connectionPool": {
                 "tcp": {"maxConnections": 1},
-                "http": {"http1MaxPendingRequests": 1, "http2MaxRequests": 1, "maxRetries": 1},
+                "http": {
+                    "http1MaxPendingRequests": 1,
+                    "http2MaxRequests": 1,
+                    "maxRetries": 1,
+                    "maxRequestsPerConnection": 10,
+                },
             },
             "outlierDetection": {
                 "consecutive5xxErrors": 1,
@@ -64,14 +69,14 @@ def test_connection_pool_limits_and_outlier_detection_are_not_warned_about() -> 
                 "name": "v1",
                 "labels": {"version": "v1"},
                 "trafficPolicy": {
-                    "connectionPool": {"http": {"maxRequestsPerConnection": 1}},
+                    "connectionPool": {"http": {"maxRequestsPerConnection": 1, "maxConcurrentStreams": 8}},
                     "outlierDetection": {"splitExternalLocalOriginErrors": True, "consecutiveLocalOriginFailures": 2},
                 },
             }
         ],
     )
     assert paths(data) == [
-        "spec.subsets[0].trafficPolicy.connectionPool.http.maxRequestsPerConnection",
+        "spec.subsets[0].trafficPolicy.connectionPool.http.maxConcurrentStreams",
         "spec.subsets[0].trafficPolicy.outlierDetection.splitExternalLocalOriginErrors",
         "spec.subsets[0].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures",
     ]

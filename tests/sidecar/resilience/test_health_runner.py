@@ -14,6 +14,7 @@ from lb import Endpoint
 from mesh.model.policies import HealthCheck
 from sidecar.resilience.health_check import HEALTHY, UNHEALTHY, HealthChecker
 from sidecar.resilience.health_runner import HealthCheckRunner, probe, probe_host
+from tests.sidecar.helpers import serve_app
 
 
 class Backend:
@@ -37,11 +38,7 @@ class Backend:
 
         app = web.Application()
         app.router.add_get("/healthz", healthz)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await serve_app(app)
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -10,6 +10,7 @@ from aiohttp import web
 from mesh.model.policies import MirrorPolicy
 from sidecar.resilience.mirror import MirrorLimiter, mirror_targets, shadow_host, shadow_request_bytes
 from sidecar.resilience.mirror_sender import MirrorSender
+from tests.sidecar.helpers import serve_app
 
 
 def test_shadow_host_as_envoy() -> None:
@@ -82,11 +83,7 @@ async def test_sender_delivers_copies_and_releases_slots() -> None:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_app(app)
     limiter = MirrorLimiter(limit=3)
     sender = MirrorSender(limiter, timeout_s=2.0)
     try:

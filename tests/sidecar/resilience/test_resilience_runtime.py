@@ -14,6 +14,7 @@ from mesh.model.snapshot import Snapshot
 from sidecar.resilience.metrics import ResilienceMetrics
 from sidecar.resilience.policy import RequestPlan, Resilience
 from sidecar.resilience.retry import CONNECT_FAILURE, AttemptResult
+from tests.sidecar.helpers import serve_app
 
 
 def one_cluster(ports: list[int], cluster: dict[str, object]) -> Snapshot:
@@ -74,11 +75,7 @@ async def test_health_checks_start_with_activate_and_follow_a_real_server() -> N
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(runner.addresses[0][1])
+    runner, port = await serve_app(app)
     changes: list[str] = []
     res = Resilience(ResilienceMetrics(), changes.append, rng=random.Random(2))
     try:
