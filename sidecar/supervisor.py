@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from discovery.runtime.addresses import split_host_port
-from discovery.runtime.lifecycle import run_until_signalled
+from discovery.runtime.lifecycle import die_with_parent, run_until_signalled
 from discovery.runtime.logs import configure_logging
 from sidecar.admin_http import AdminRequest, AdminResponse, AdminServer, Handler
 from sidecar.workers import SidecarPlan, WorkerSeat, serve_plan, worker_socket
@@ -39,10 +39,12 @@ def supervise(plan: SidecarPlan) -> int:
     """Fork ``plan.workers`` workers, serve the aggregated admin API, stop them all when one exits."""
     directory = tempfile.mkdtemp(prefix="mesh-sidecar-")
     children: dict[int, int] = {}
+    supervisor_pid = os.getpid()
     for index in range(plan.workers):
         pid = os.fork()
         if pid == 0:
-            os._exit(_worker(plan, directory, index))
+            # A SIGKILLed parent cannot stop its workers: the kernel does (SIGTERM, a clean drain).
+            os._exit(_worker(plan, directory, index) if die_with_parent(supervisor_pid) else 1)
         children[pid] = index
     log.info("sidecar workers started", extra={"workers": plan.workers, "pids": sorted(children)})
     statuses: dict[int, int] = {}

@@ -1,4 +1,4 @@
-"""Running a long-lived process: uvloop, signals that start a clean shutdown, process limits.
+"""Running a long-lived process: uvloop, signals that start a clean shutdown, limits, child processes.
 
 Kept apart from the aiohttp-based ops routes (``discovery.runtime.http``) so processes that
 serve no aiohttp app (the sidecar) do not import aiohttp just to run.
@@ -7,7 +7,10 @@ serve no aiohttp app (the sidecar) do not import aiohttp just to run.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from discovery.runtime.limits import raise_open_files_limit
@@ -34,3 +37,21 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
             await asyncio.gather(gc_tuning, return_exceptions=True)
 
     uvloop.run(wrapper())
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """In a child process: ask for SIGTERM when the parent dies; False if not possible or it is gone.
+
+    A parent that is SIGKILLed (or OOM-killed) cannot stop its children itself; on Linux the kernel
+    then sends them SIGTERM (``PR_SET_PDEATHSIG``, kept across ``exec``). Called in the child, not
+    in a ``preexec_fn`` (unsafe in a threaded parent).
+    """
+    if not sys.platform.startswith("linux"):
+        return os.getppid() == parent_pid
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return False
+    return os.getppid() == parent_pid  # checked after prctl: the parent may have died just before

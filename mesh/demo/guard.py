@@ -8,23 +8,11 @@ Set here, in the child, rather than in a ``preexec_fn`` that is unsafe in a thre
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import sys
 from typing import NoReturn
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> bool:
-    """Ask for SIGTERM when the parent dies; False if that is not possible or the parent is already gone."""
-    if not sys.platform.startswith("linux"):
-        return os.getppid() == parent_pid
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        return False
-    return os.getppid() == parent_pid  # checked after prctl: the parent may have died just before
+from discovery.runtime.lifecycle import die_with_parent
 
 
 def main(argv: list[str]) -> NoReturn:

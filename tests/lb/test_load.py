@@ -109,7 +109,8 @@ def test_latency_is_tracked_only_for_peak_ewma_balancing() -> None:
     load.start("e0")
     load.finish("e0", 0.5, ok=False)
     assert load.ewma_s("e0") == 0.03  # no exp() per request when nothing reads the estimate
-    assert load.slot("e0").failures == 1 and load.slot("e0").requests == 1
+    assert load.slot("e0").failures == 1
+    assert load.slot("e0").requests == 1
     build("peak_ewma", endpoints(2), load=load, clock=clock)
     load.start("e0")
     load.finish("e0", 0.5, ok=True)

@@ -259,3 +259,45 @@ async def test_an_ejection_decided_by_one_worker_is_adopted_by_the_other(tmp_pat
     finally:
         await good.stop()
         await bad.stop()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (an exited worker left unreaped, a zombie, counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+async def test_workers_end_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL cannot be handled by the parent: the kernel's parent-death signal ends the workers."""
+    listen, admin = free_port(), free_port()
+    config = checked_config([])
+    config["listeners"][0]["port"] = listen
+    path = tmp_path / "sidecar.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "MESH_CONFIG": str(path), "MESH_ADMIN_ADDR": f"127.0.0.1:{admin}", "MESH_WORKERS": "2"}
+    proc = await asyncio.create_subprocess_exec(*MESH, "sidecar", env=env, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        await wait_ready(admin, proc)
+        workers = children_of(proc.pid)
+        assert len(workers) == 2
+        proc.kill()
+        await proc.wait()
+        async with asyncio.timeout(10):
+            while any(alive(pid) for pid in workers):  # noqa: ASYNC110 - polls other processes
+                await asyncio.sleep(0.05)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
