@@ -36,7 +36,16 @@ AdminAddr = Annotated[
     typer.Option(
         "--admin-addr",
         envvar="MESH_ADMIN_ADDR",
-        help="HOST:PORT of the admin API: /ready /metrics /config_dump /clusters /listeners, POST /drain.",
+        help="HOST:PORT of the admin API: /ready /metrics /config_dump /clusters /listeners, POST /drain "
+        "(loopback only, unless --admin-allow-remote).",
+    ),
+]
+AdminAllowRemote = Annotated[
+    bool,
+    typer.Option(
+        "--admin-allow-remote",
+        envvar="MESH_ADMIN_ALLOW_REMOTE",
+        help="Allow --admin-addr on a non-loopback address (the admin API has no authentication).",
     ),
 ]
 OutboundAddr = Annotated[
@@ -102,6 +111,28 @@ DrainTimeout = Annotated[
         help="On SIGTERM, seconds to let in-flight requests finish before closing what is left.",
     ),
 ]
+AccessLogMode = Annotated[
+    str,
+    typer.Option(
+        "--access-log",
+        envvar="MESH_ACCESS_LOG",
+        help="JSON access log lines: off, on, or sampled:<ratio> (e.g. sampled:0.1); docs/observability.md.",
+    ),
+]
+AccessLogPath = Annotated[
+    str,
+    typer.Option(
+        "--access-log-path", envvar="MESH_ACCESS_LOG_PATH", help="Where access log lines go: - (stdout) or a file."
+    ),
+]
+AccessLogFields = Annotated[
+    str,
+    typer.Option(
+        "--access-log-fields",
+        envvar="MESH_ACCESS_LOG_FIELDS",
+        help="Comma-separated access log fields (empty: the default set in docs/observability.md).",
+    ),
+]
 LogLevel = Annotated[
     str,
     typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error (JSON lines on stderr)."),
@@ -112,6 +143,7 @@ def sidecar_command(
     service: Service = "",
     app_port: AppPort = 0,
     admin_addr: AdminAddr = DEFAULT_ADMIN_ADDR,
+    admin_allow_remote: AdminAllowRemote = False,
     outbound_addr: OutboundAddr = DEFAULT_OUTBOUND_ADDR,
     inbound_addr: InboundAddr = DEFAULT_INBOUND_ADDR,
     config: ConfigFile = None,
@@ -121,6 +153,9 @@ def sidecar_command(
     idle_timeout: IdleTimeout = 300.0,
     drain_timeout: DrainTimeout = 30.0,
     log_level: LogLevel = "info",
+    access_log: AccessLogMode = "off",
+    access_log_path: AccessLogPath = "-",
+    access_log_fields: AccessLogFields = "",
 ) -> None:
     """Run the sidecar proxy: outbound 127.0.0.1:15001, inbound 127.0.0.1:15006, admin 127.0.0.1:15000.
 
@@ -131,6 +166,7 @@ def sidecar_command(
         "service": service,
         "app_port": app_port,
         "admin_addr": admin_addr,
+        "admin_allow_remote": admin_allow_remote,
         "outbound_addr": outbound_addr,
         "inbound_addr": inbound_addr,
         "config": str(config) if config is not None else None,
@@ -140,6 +176,9 @@ def sidecar_command(
         "idle_timeout": idle_timeout,
         "drain_timeout": drain_timeout,
         "log_level": log_level,
+        "access_log": access_log,
+        "access_log_path": access_log_path,
+        "access_log_fields": access_log_fields,
     }
     try:
         plan_from_options(options)  # every flag checked here, before the process is replaced

@@ -21,12 +21,16 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from lb import Affinity, Balancer, LoadTracker, build_balancer
 from mesh.model.snapshot import Cluster, HeaderToAdd, Listener, Route, RouteTable, Snapshot
-from sidecar.metrics import RequestStats, SidecarMetrics, UpstreamErrors
+from sidecar.metrics import UNKNOWN, IstioLabels, RequestStats, SidecarMetrics, UpstreamErrors
 from sidecar.resilience.metrics import ResilienceMetrics
 from sidecar.resilience.policy import ClusterResilience, Resilience, ResilienceConfig, RouteResilience
+
+if TYPE_CHECKING:
+    from sidecar.access_log import AccessLog
 
 ROUTE_CACHE_SIZE = 4096
 
@@ -43,6 +47,7 @@ class ClusterRuntime:
         "idle_timeout_s",
         "load",
         "max_connections",
+        "max_requests_per_connection",
         "name",
         "resilience",
     )
@@ -65,6 +70,7 @@ class ClusterRuntime:
         self.connect_timeout_s = cluster.connect_timeout_s
         self.idle_timeout_s = cluster.idle_timeout_s
         self.max_connections = cluster.max_connections_per_endpoint
+        self.max_requests_per_connection = cluster.max_requests_per_connection  # 0: unlimited
 
 
 def encode_adds(adds: tuple[HeaderToAdd, ...]) -> tuple[tuple[tuple[bytes, bytes], ...], frozenset[bytes]]:
@@ -129,7 +135,18 @@ class ListenerRuntime:
     (then those three decide the route alone). TCP: the cluster.
     """
 
-    __slots__ = ("cache", "cacheable", "cluster", "listener", "needs_headers", "no_route", "routes", "table")
+    __slots__ = (
+        "annotate",
+        "cache",
+        "cacheable",
+        "cluster",
+        "listener",
+        "needs_headers",
+        "no_route",
+        "routes",
+        "start_traces",
+        "table",
+    )
 
     def __init__(
         self,
@@ -139,6 +156,7 @@ class ListenerRuntime:
         clusters: Mapping[str, ClusterRuntime],
         metrics: SidecarMetrics,
         resilience: ResilienceConfig,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.listener = listener
         self.table = table
@@ -147,12 +165,20 @@ class ListenerRuntime:
         self.needs_headers = False
         self.cacheable = True
         self.cache: dict[tuple[bytes, bytes, str], RouteRuntime | None] = {}
+        # Outbound HTTP listeners start a W3C trace for requests that carry none (docs/observability.md).
+        self.start_traces = listener.protocol == "http" and listener.direction == "outbound"
+        # One test per request decides whether ``Exchange._annotate`` runs (traces, access-log request ids).
+        self.annotate = self.start_traces or access_log is not None
         self.no_route = metrics.request_stats(listener.name, "", "")
+        self.no_route.istio = istio_labels(listener, None, metrics.workload)
         if table is not None:
             for vhost in table.virtual_hosts:
                 for route in vhost.routes:
                     self.routes[id(route)] = RouteRuntime(
-                        route, clusters, _stats_for(metrics, listener.name, route.name), resilience.routes[id(route)]
+                        route,
+                        clusters,
+                        _stats_for(metrics, listener, route.name, clusters),
+                        resilience.routes[id(route)],
                     )
                     if route.match.headers:
                         self.needs_headers = True
@@ -165,17 +191,50 @@ class ListenerRuntime:
                 self.needs_headers = True
 
 
-def _stats_for(metrics: SidecarMetrics, listener: str, route: str) -> Callable[[str], RequestStats]:
+def _stats_for(
+    metrics: SidecarMetrics, listener: Listener, route: str, clusters: Mapping[str, ClusterRuntime]
+) -> Callable[[str], RequestStats]:
+    """Stats for (listener, route, cluster), their Istio labels resolved now, once per build."""
+
     def stats(cluster: str) -> RequestStats:
-        return metrics.request_stats(listener, route, cluster)
+        found = metrics.request_stats(listener.name, route, cluster)
+        runtime = clusters.get(cluster)
+        found.istio = istio_labels(listener, None if runtime is None else runtime.cluster, metrics.workload)
+        return found
 
     return stats
+
+
+def istio_labels(listener: Listener, cluster: Cluster | None, workload: str) -> IstioLabels:
+    """Istio's standard-metric label values for requests on ``listener`` to ``cluster`` (None: no route).
+
+    Everything comes from config (the cluster's name and service, the sidecar's own service),
+    never from a request, so the series are bounded by the config's clusters. Outbound (reporter
+    ``source``): the source is this workload, the destination the cluster's service (its FQDN for
+    control-plane clusters ``outbound|port|subset|fqdn``, whose subset is the version). Inbound
+    (reporter ``destination``): the destination is this workload; the caller is not known yet
+    (no peer identity before mTLS), so the source is ``unknown``.
+    """
+    own = workload or UNKNOWN
+    if listener.direction == "inbound":
+        return ("destination", UNKNOWN, UNKNOWN, own, own, own, UNKNOWN, "http", "none")
+    service, subset, canonical = UNKNOWN, UNKNOWN, UNKNOWN
+    if cluster is not None:
+        parts = cluster.name.split("|")
+        if len(parts) == 4 and parts[0] == "outbound" and parts[3]:
+            service = parts[3]
+            subset = parts[2] or UNKNOWN
+            canonical = cluster.service or parts[3].split(".")[0]
+        else:
+            service = cluster.service or cluster.name
+            canonical = service.split(".")[0]
+    return ("source", own, own, service, canonical, canonical, subset, "http", "none")
 
 
 class ActiveConfig:
     """A snapshot ready to serve: clusters, per-listener runtimes, resilience objects, the build's time."""
 
-    __slots__ = ("built_at", "clusters", "listeners", "resilience", "snapshot", "version")
+    __slots__ = ("access_log", "built_at", "clusters", "listeners", "resilience", "snapshot", "version")
 
     def __init__(
         self,
@@ -184,8 +243,10 @@ class ActiveConfig:
         listeners: Mapping[str, ListenerRuntime],
         built_at: float,
         resilience: ResilienceConfig,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.access_log = access_log  # None: access logging off
         self.resilience = resilience
         self.version = snapshot.version
         self.clusters = clusters
@@ -201,6 +262,7 @@ def build_active(
     rng: random.Random,
     clock: Callable[[], float] = time.monotonic,
     resilience: Resilience | None = None,
+    access_log: AccessLog | None = None,
 ) -> ActiveConfig:
     """Everything requests read, built from ``snapshot``; load trackers carried over by cluster name.
 
@@ -226,8 +288,10 @@ def build_active(
     for listener in snapshot.listeners:
         table = snapshot.route_tables.get(listener.route_table) if listener.protocol == "http" else None
         cluster_rt = clusters.get(listener.cluster) if listener.protocol == "tcp" else None
-        listeners[listener.name] = ListenerRuntime(listener, table, cluster_rt, frozen_clusters, metrics, res_config)
-    return ActiveConfig(snapshot, frozen_clusters, MappingProxyType(listeners), clock(), res_config)
+        listeners[listener.name] = ListenerRuntime(
+            listener, table, cluster_rt, frozen_clusters, metrics, res_config, access_log
+        )
+    return ActiveConfig(snapshot, frozen_clusters, MappingProxyType(listeners), clock(), res_config, access_log)
 
 
 def rebuild_balancer(runtime: ClusterRuntime, *, rng: random.Random, clock: Callable[[], float]) -> None:

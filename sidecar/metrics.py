@@ -18,7 +18,15 @@ Series (all ``mesh_sidecar_*``):
   ``upstream_pool_waiting{endpoint}``;
 - ``tcp_connections_total{listener}``, ``tcp_connections_active{listener}``, ``tcp_bytes_total{listener,direction}``,
   ``tcp_connect_failures_total{listener}``;
-- ``config_updates_total{result}`` (applied/rejected), ``config_info{version}``, ``draining``.
+- ``config_updates_total{result}`` (applied/rejected), ``config_info{version}``, ``draining``;
+- ``access_log_entries_total``, ``access_log_dropped_total`` (when an access log is configured).
+
+Istio's standard request metrics come from the same objects (docs/observability.md):
+``istio_requests_total`` and ``istio_request_duration_milliseconds`` with ``reporter``,
+``source_*``, ``destination_*``, ``request_protocol``, ``response_code``, ``response_flags`` and
+``connection_security_policy``. Their label values are ``IstioLabels`` resolved from config when
+the active config is built (``sidecar.active``) and kept on each ``RequestStats``; requests only
+count. Requests with Envoy response flags (rare: local failures) are also counted by (code, flags).
 """
 
 from __future__ import annotations
@@ -53,21 +61,51 @@ LATENCY_BOUNDS: tuple[float, ...] = (
 )
 
 
-class RequestStats:
-    """Counts by status code and a latency histogram for one (listener, route, cluster)."""
+# Label names of Istio's standard request metrics, in the order ``IstioLabels`` holds their values.
+ISTIO_LABELS: tuple[str, ...] = (
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "destination_service",
+    "destination_workload",
+    "destination_canonical_service",
+    "destination_version",
+    "request_protocol",
+    "connection_security_policy",
+)
+IstioLabels = tuple[str, str, str, str, str, str, str, str, str]
+UNKNOWN = "unknown"
+NO_ISTIO_LABELS: IstioLabels = ("destination", UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN, "http", "none")
 
-    __slots__ = ("buckets", "codes", "sum")
+
+class RequestStats:
+    """Counts by status code and a latency histogram for one (listener, route, cluster).
+
+    ``flagged`` counts the requests that ended with Envoy response flags, by (code, flags); they
+    are in ``codes`` too. ``istio`` is the Istio label values for this (listener, route, cluster),
+    set at each config build.
+    """
+
+    __slots__ = ("buckets", "codes", "flagged", "istio", "sum")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}
         self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)
         self.sum = 0.0
+        self.flagged: dict[tuple[int, str], int] = {}
+        self.istio: IstioLabels = NO_ISTIO_LABELS
 
     def record(self, status: int, seconds: float) -> None:
         codes = self.codes
         codes[status] = codes.get(status, 0) + 1
         self.buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1
         self.sum += seconds
+
+    def record_flagged(self, status: int, flags: str, seconds: float) -> None:
+        """A request that ended with response flags (a local failure: no route, overflow, timeout ...)."""
+        self.record(status, seconds)
+        key = (status, flags)
+        self.flagged[key] = self.flagged.get(key, 0) + 1
 
 
 class ListenerStats:
@@ -108,7 +146,8 @@ class UpstreamErrors:
 class SidecarMetrics(Collector):
     """Holds every counter object (they outlive config swaps) and exposes them to Prometheus."""
 
-    def __init__(self) -> None:
+    def __init__(self, workload: str = "") -> None:
+        self.workload = workload  # this sidecar's own service (Istio's source/destination workload labels)
         self._requests: dict[tuple[str, str, str], RequestStats] = {}
         self._listeners: dict[str, ListenerStats] = {}
         self._tcp: dict[str, TcpStats] = {}
@@ -119,6 +158,10 @@ class SidecarMetrics(Collector):
         self.draining = False
         self._pools: UpstreamPools | None = None
         self._extra: list[Callable[[], Iterator[Metric]]] = []
+
+    def add_collector(self, collect: Callable[[], Iterator[Metric]]) -> None:
+        """More families exposed with these (the access log's counters)."""
+        self._extra.append(collect)
 
     # --- handed out once per config swap / listener start ---
 
@@ -179,6 +222,7 @@ class SidecarMetrics(Collector):
             durations.add_metric([listener, route, cluster], buckets, stats.sum)
         yield requests
         yield durations
+        yield from self._collect_istio()
 
         active = GaugeMetricFamily(
             "mesh_sidecar_downstream_connections_active", "Open client connections", labels=["listener"]
@@ -223,6 +267,53 @@ class SidecarMetrics(Collector):
         yield GaugeMetricFamily("mesh_sidecar_draining", "1 while draining", value=1 if self.draining else 0)
         for extra in self._extra:
             yield from extra()
+
+    def _collect_istio(self) -> Iterator[Metric]:
+        """Istio's standard series: the per-(listener, route, cluster) objects summed by Istio labels."""
+        counts: dict[tuple[str, ...], int] = {}
+        histograms: dict[IstioLabels, tuple[list[int], float]] = {}
+        for stats in list(self._requests.values()):
+            labels = stats.istio
+            plain = dict(stats.codes)
+            for (code, flags), count in list(stats.flagged.items()):
+                plain[code] = plain.get(code, 0) - count
+                key = (*labels, str(code), flags)
+                counts[key] = counts.get(key, 0) + count
+            for code, count in plain.items():
+                if count > 0:
+                    plain_key = (*labels, str(code), "-")
+                    counts[plain_key] = counts.get(plain_key, 0) + count
+            if not stats.codes:
+                continue
+            seen = histograms.get(labels)
+            if seen is None:
+                histograms[labels] = (list(stats.buckets), stats.sum)
+            else:
+                merged = [a + b for a, b in zip(seen[0], stats.buckets, strict=True)]
+                histograms[labels] = (merged, seen[1] + stats.sum)
+        requests = CounterMetricFamily(
+            "istio_requests",
+            "Requests (Istio standard metric), by source, destination, response code and flags",
+            labels=[*ISTIO_LABELS, "response_code", "response_flags"],
+        )
+        for series, count in sorted(counts.items()):
+            requests.add_metric(list(series), count)
+        yield requests
+        durations = HistogramMetricFamily(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds (Istio standard metric), by source and destination",
+            labels=list(ISTIO_LABELS),
+        )
+        for labels, (counts_by_bucket, total) in sorted(histograms.items()):
+            running = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip(LATENCY_BOUNDS, counts_by_bucket, strict=False):
+                running += count
+                buckets.append((_ms(bound), running))
+            running += counts_by_bucket[-1]
+            buckets.append(("+Inf", running))
+            durations.add_metric(list(labels), buckets, total * 1000.0)
+        yield durations
 
     def _collect_pools(self) -> Iterator[Metric]:
         conns = GaugeMetricFamily(
@@ -276,3 +367,8 @@ class SidecarMetrics(Collector):
         yield active
         yield moved
         yield failures
+
+
+def _ms(seconds: float) -> str:
+    """A bucket bound in milliseconds as Prometheus prints it (``0.5``, ``1.0``, ``2.5`` ...)."""
+    return repr(round(seconds * 1000.0, 6))

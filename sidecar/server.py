@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -37,6 +37,9 @@ from sidecar.resilience.metrics import ResilienceMetrics
 from sidecar.resilience.policy import Resilience
 from sidecar.sources.base import APPLIED, ApplyResult, ConfigSource
 from sidecar.tcp.listener import TcpContext, TcpListener
+
+if TYPE_CHECKING:
+    from sidecar.access_log import AccessLog
 
 log = logging.getLogger("sidecar.server")
 
@@ -95,9 +98,13 @@ class SidecarServer:
         *,
         demand: Callable[[str], Awaitable[bool]] | None = None,
         metrics: SidecarMetrics | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or SidecarMetrics()
+        self.access_log = access_log  # requests log through the active config (``build_active``)
+        if access_log is not None:
+            self.metrics.add_collector(access_log.collect)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.metrics)
         self._rng = random.Random()
@@ -106,7 +113,9 @@ class SidecarServer:
         self.pools = UpstreamPools(config.http.limits, time.monotonic)
         self.metrics.attach_pools(self.pools)
         self.holder = ConfigHolder(
-            build_active(empty_snapshot(), None, self.metrics, rng=self._rng, resilience=self.resilience)
+            build_active(
+                empty_snapshot(), None, self.metrics, rng=self._rng, resilience=self.resilience, access_log=access_log
+            )
         )
         self._demand = demand
         self._listeners: dict[tuple[str, str, str, int], Listening] = {}
@@ -146,6 +155,8 @@ class SidecarServer:
         self._listeners.clear()
         await self.pools.close()
         await self.resilience.close()
+        if self.access_log is not None:
+            await self.access_log.close()
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
@@ -182,7 +193,9 @@ class SidecarServer:
         if self.applied and snapshot.version == previous.version and snapshot == previous.snapshot:
             return APPLIED
         try:
-            active = build_active(snapshot, previous, self.metrics, rng=self._rng, resilience=self.resilience)
+            active = build_active(
+                snapshot, previous, self.metrics, rng=self._rng, resilience=self.resilience, access_log=self.access_log
+            )
         except (ValueError, KeyError) as exc:
             return self._reject(snapshot, f"invalid config: {exc}")
         wanted = {listener_identity(listener): listener for listener in snapshot.listeners}

@@ -21,15 +21,18 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from discovery.client_config import ClientConfig
+from discovery.runtime.addresses import is_loopback, split_host_port
 from discovery.runtime.lifecycle import run_until_signalled
+from sidecar.access_log import AccessLogSettings, settings_from_options
 from sidecar.admin import admin_routes
 from sidecar.admin_http import AdminServer
 from sidecar.http1.listener import HttpSettings
+from sidecar.metrics import SidecarMetrics
 from sidecar.server import DEFAULT_ADMIN_ADDR, SidecarConfig, SidecarServer, serve
 from sidecar.sources.base import ConfigSource, OnDemand
 from sidecar.sources.defaults import DEFAULT_INBOUND_ADDR, DEFAULT_OUTBOUND_ADDR, SidecarSettings, parse_upstream
@@ -51,6 +54,7 @@ class SidecarPlan:
     registry: ClientConfig | None = None  # None with config_file set
     workers: int = 1
     log_level: str = "info"
+    access_log: AccessLogSettings = field(default_factory=AccessLogSettings)  # ratio 0: off
 
 
 def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
@@ -79,9 +83,16 @@ def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
     workers = int(options.get("workers", 1))
     if workers < 1:
         raise ValueError(f"--workers: must be >= 1, got {workers}")
+    access_log = settings_from_options(
+        str(options.get("access_log") or "off"),
+        str(options.get("access_log_path") or "-"),
+        str(options.get("access_log_fields") or ""),
+    )
+    admin_addr = str(options.get("admin_addr", DEFAULT_ADMIN_ADDR))
+    check_admin_addr(admin_addr, allow_remote=bool(options.get("admin_allow_remote", False)))
     return SidecarPlan(
         server=SidecarConfig(
-            admin_addr=str(options.get("admin_addr", DEFAULT_ADMIN_ADDR)),
+            admin_addr=admin_addr,
             http=HttpSettings(header_timeout_s=timeouts["header_timeout"], idle_timeout_s=timeouts["idle_timeout"]),
             drain_timeout_s=timeouts["drain_timeout"],
         ),
@@ -90,7 +101,20 @@ def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
         registry=None if config_file is not None else ClientConfig.from_env(),
         workers=workers,
         log_level=str(options.get("log_level", "info")),
+        access_log=access_log,
     )
+
+
+def check_admin_addr(address: str, *, allow_remote: bool) -> None:
+    """The admin API (config dump, /drain) has no authentication, so it binds loopback only unless allowed."""
+    if address.startswith("unix:"):
+        return
+    host, _ = split_host_port(address, 15000, name="--admin-addr")
+    if not allow_remote and not is_loopback(host):
+        raise ValueError(
+            f"--admin-addr: {address!r} is not a loopback address; the admin API is unauthenticated (it can drain "
+            "the sidecar), so it binds 127.0.0.1 or ::1 only. Pass --admin-allow-remote to expose it anyway"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,7 +168,14 @@ async def serve_plan(plan: SidecarPlan, stop: asyncio.Event, seat: WorkerSeat | 
         source = RegistrySource(plan.settings, client)
     demand = source.demand if isinstance(source, OnDemand) else None
     server_config = plan.server if seat is None else replace(plan.server, serve_admin=False)
-    server = SidecarServer(server_config, demand=demand)
+    access_log = None
+    if plan.access_log.enabled:
+        from sidecar.access_log import AccessLog
+
+        access_log = AccessLog(plan.access_log)
+    server = SidecarServer(
+        server_config, demand=demand, metrics=SidecarMetrics(plan.settings.service), access_log=access_log
+    )
     log.info(
         "sidecar starting",
         extra={

@@ -60,9 +60,13 @@ class Redirect:
 
 
 class Reject:
-    """Answer locally with ``status`` and ``message``. ``unknown_host`` is set on a 404 for no virtual host."""
+    """Answer locally with ``status`` and ``message``. ``unknown_host`` is set on a 404 for no virtual host.
 
-    __slots__ = ("message", "route", "stats", "status", "unknown_host")
+    ``flag`` is Envoy's response flag for the answer: ``NR`` no route, ``NC`` no such cluster,
+    ``UH`` no healthy upstream (for access logs and ``istio_requests_total``).
+    """
+
+    __slots__ = ("cluster", "flag", "message", "route", "stats", "status", "unknown_host")
 
     def __init__(
         self,
@@ -71,12 +75,16 @@ class Reject:
         stats: RequestStats,
         route: RouteRuntime | None = None,
         unknown_host: bool = False,
+        flag: str = "NR",
+        cluster: ClusterRuntime | None = None,
     ) -> None:
         self.status = status
         self.message = message
         self.stats = stats
         self.route = route
         self.unknown_host = unknown_host
+        self.flag = flag
+        self.cluster = cluster
 
 
 def find_route(runtime: ListenerRuntime, head: RequestHead, headers: Mapping[str, str] | None) -> RouteRuntime | None:
@@ -127,7 +135,7 @@ def decide(
         stats = route.stats[name]
         cluster = route.targets.get(name)
         if cluster is None:
-            return Reject(503, f"cluster not found: {name!r}", stats, route)
+            return Reject(503, f"cluster not found: {name!r}", stats, route, flag="NC")
     else:
         stats = route.stats[cluster.name]
     ctx = NO_HINTS
@@ -140,7 +148,7 @@ def decide(
             ctx = PickContext(hash_key=key)
     endpoint = cluster.balancer.pick(ctx)
     if endpoint is None:
-        return Reject(503, "no healthy upstream", stats, route)
+        return Reject(503, "no healthy upstream", stats, route, flag="UH", cluster=cluster)
     if affinity is not None and ctx is NO_HINTS:
         cookie = session_cookie(affinity, endpoint)
         if cookie is not None:

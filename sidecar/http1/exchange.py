@@ -43,7 +43,15 @@ from sidecar.http1.dispatch import Forward, Redirect, Reject, decide
 from sidecar.http1.framing import Body, HttpError, RequestHead, ResponseHead, UpstreamProtocolError, response_head
 from sidecar.http1.upstream import UpstreamConnection
 from sidecar.http1.upstream_pool import release_pending_slot
-from sidecar.http1.wire import chunk, error_response, interim_bytes, last_chunk, request_head_bytes, response_head_bytes
+from sidecar.http1.wire import (
+    TraceParents,
+    chunk,
+    error_response,
+    interim_bytes,
+    last_chunk,
+    request_head_bytes,
+    response_head_bytes,
+)
 from sidecar.metrics import RequestStats
 from sidecar.resilience.circuit_breaker import MAX_PENDING, CircuitBreaker
 from sidecar.resilience.fault import ABORT_MESSAGE
@@ -73,6 +81,7 @@ class Exchange:
         "deadline",
         "done",
         "endpoint",
+        "flags",
         "head",
         "mirror_body",
         "mirror_size",
@@ -118,6 +127,7 @@ class Exchange:
         self.response_started = False  # any response byte (head) sent to the client
         self.out: list[bytes] = []  # response bytes for the client, written once per upstream read
         self.status = 0
+        self.flags = ""  # Envoy response flags (``UH``, ``UO,URX`` ...), set only where a request fails
         self.started = 0.0
         self.deadline = 0.0
         self.retried = False
@@ -141,19 +151,42 @@ class Exchange:
         active = self.active = conn.context.config.current
         runtime = active.listeners.get(conn.context.name)
         if runtime is None:
+            self.flags = "NR"
             self.respond_local(503, "listener is not in the active config", None)
             return
+        if runtime.annotate:
+            self._annotate(runtime.start_traces, active.access_log is not None)
         choice = decide(runtime, self.head, conn.client_ip, conn.context.rng)
         if isinstance(choice, Reject):
             if choice.unknown_host and conn.context.demand is not None:
                 conn.context.spawn(self._demand_then_retry(choice))
                 return
-            self.respond_local(choice.status, choice.message, choice.stats)
+            self._reject(choice)
             return
         if choice.route.resilience.fault_policy is None and type(choice) is Forward:
             self._forward(choice)  # the usual case, without the two hops below
         else:
             self._route(choice)
+
+    def _annotate(self, start_trace: bool, logged: bool) -> None:
+        """Start a W3C trace when the request carries no trace context (outbound listeners), and give
+        the request its ``x-request-id`` now when access logging (so the log line can name it)."""
+        head = self.head
+        if start_trace and not head.traced:
+            head.headers.append((b"traceparent", _TRACES.next()))
+            head.traced = True
+        if logged and head.request_id is None:
+            request_id = head.request_id = self.conn.context.ids.next()
+            head.headers.append((b"x-request-id", request_id))
+
+    def _reject(self, choice: Reject) -> None:
+        self.route = choice.route
+        self.cluster = choice.cluster
+        self.flags = choice.flag
+        self.respond_local(choice.status, choice.message, choice.stats)
+
+    def _flag(self, flag: str) -> None:
+        self.flags = f"{self.flags},{flag}" if self.flags else flag
 
     def _route(self, choice: Forward | Redirect) -> None:
         """The route is known: its fault (delay, then abort) comes before anything else."""
@@ -161,20 +194,31 @@ class Exchange:
         if route_res.fault_policy is not None:
             fault = route_res.fault(self.conn.context.rng)
             if fault.delay_s:
+                self.flags = "DI"
                 self.timer = asyncio.get_running_loop().call_later(
                     fault.delay_s, self._after_fault_delay, choice, fault.abort_status
                 )
                 return
             if fault.abort_status:
+                self.flags = "FI"
+                self._local_for(choice)
                 self.respond_local(fault.abort_status, ABORT_MESSAGE, choice.stats)
                 return
         self._dispatch(choice)
+
+    def _local_for(self, choice: Forward | Redirect) -> None:
+        """A local answer on a known route (fault abort): the log names the route and cluster."""
+        self.route = choice.route
+        if isinstance(choice, Forward):
+            self.cluster = choice.cluster
 
     def _after_fault_delay(self, choice: Forward | Redirect, abort_status: int) -> None:
         self.timer = None
         if self.done:
             return  # the client left during the delay
         if abort_status:
+            self._flag("FI")
+            self._local_for(choice)
             self.respond_local(abort_status, ABORT_MESSAGE, choice.stats)
         else:
             self._dispatch(choice)
@@ -194,6 +238,7 @@ class Exchange:
             cluster.resilience, _METHOD_NAMES.get(method) or method.decode("latin-1"), _monotonic()
         )
         if isinstance(plan, Overflow):
+            self._flag("UO")
             self.respond_local(plan.status, plan.body, choice.stats, plan.headers)
             return
         self.plan = plan
@@ -230,6 +275,9 @@ class Exchange:
             message = choice.message
             if choice.unknown_host:
                 message = f"unknown service {host!r}: no such service in the registry"
+            self.route = choice.route
+            self.cluster = choice.cluster
+            self.flags = choice.flag
             self.respond_local(choice.status, message, choice.stats)
         else:
             self._route(choice)
@@ -317,6 +365,7 @@ class Exchange:
         plan = self.plan
         assert plan is not None
         overflow = plan.overflow(MAX_PENDING)
+        self._flag("UO")
         self.respond_local(overflow.status, overflow.body, self.stats, overflow.headers)
 
     def on_upstream_failed(self, kind: str, message: str) -> None:
@@ -424,6 +473,8 @@ class Exchange:
             if verdict.retry:
                 self._retry(verdict.delay_s)
                 return False  # the rest of this response is parsed and dropped (response stays None)
+            if verdict.reason == _LIMIT_EXCEEDED and plan.retries:
+                self._flag("URX")  # retried, and this answer would be retried again but for the limit
         timer = self.timer
         if timer is not None:  # the per-try timeout ends with the response head
             timer.cancel()
@@ -549,6 +600,7 @@ class Exchange:
             plan = self.plan
             if plan is not None:
                 plan.on_route_timeout()
+            self._flag("UT")
             self._fail(504, TIMEOUT_MESSAGE, None)
 
     # === attempts and retries ===
@@ -563,6 +615,10 @@ class Exchange:
                     self.cluster.errors.add(kind)
                 self._retry(verdict.delay_s)
                 return
+            if result is _PER_TRY_TIMED_OUT:
+                self._flag("UT")
+            if verdict.reason == _LIMIT_EXCEEDED and plan.retries:
+                self._flag("URX")
         self._fail(status, message, kind)
 
     def _retry(self, delay_s: float) -> None:
@@ -597,6 +653,7 @@ class Exchange:
         balancer = cluster.balancer  # re-read: an ejection may have rebuilt it since the first pick
         endpoint = balancer.pick(PickContext(exclude=attempt.exclude) if attempt.exclude else NO_HINTS)
         if endpoint is None:
+            self._flag("UH")
             self._fail(503, "no healthy upstream", None)
             return
         self.endpoint = endpoint
@@ -661,6 +718,7 @@ class Exchange:
 
     def on_request_broken(self, exc: HttpError) -> None:
         """The rest of the request body was malformed: nothing more will come."""
+        self._flag("DPE")
         self._fail(exc.status, exc.reason, None)
 
     def on_client_lost(self) -> None:
@@ -672,6 +730,7 @@ class Exchange:
         self._release_upstream(False)
         if self.mirror_body is not None:
             self._drop_mirrors()
+        self._flag("DC")
         self._record(CLIENT_CLOSED, ok=False)
 
     # === endings ===
@@ -709,8 +768,10 @@ class Exchange:
         if self.done:
             return
         cluster = self.cluster
-        if kind is not None and cluster is not None:
-            cluster.errors.add(kind)
+        if kind is not None:
+            self._flag(_KIND_FLAGS.get(kind, "UF"))
+            if cluster is not None:
+                cluster.errors.add(kind)
         self.wants_upstream = False
         self._release_upstream(False)
         if self.response_started:
@@ -759,7 +820,8 @@ class Exchange:
                 up.transport.resume_reading()
         if reusable:
             cluster = self.cluster
-            pools.release(up, cluster.idle_timeout_s if cluster is not None else 0.0)
+            assert cluster is not None  # set before any upstream is acquired (``_acquire``)
+            pools.release(up, cluster.idle_timeout_s, cluster.max_requests_per_connection)
         else:
             up.user = None
             if self.response_started or not self.body_done or not up.reader.done:
@@ -785,11 +847,17 @@ class Exchange:
         elapsed = _monotonic() - self.started
         stats = self.stats
         if stats is not None:
-            stats.record(status, elapsed)
+            if self.flags:
+                stats.record_flagged(status, self.flags, elapsed)
+            else:
+                stats.record(status, elapsed)
         endpoint = self.endpoint
         cluster = self.cluster
         if endpoint is not None and cluster is not None:
             cluster.load.finish(endpoint.key, elapsed, ok)
+        active = self.active
+        if active is not None and active.access_log is not None:
+            active.access_log.record(self, status, elapsed)
 
     # === upgrade ===
 
@@ -834,6 +902,11 @@ def _result_for(status: int) -> AttemptResult:
 
 
 _METHOD_NAMES = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+
+# Envoy response flags for an upstream failure kind (``cluster.errors`` kinds).
+_KIND_FLAGS = {"connect_failure": "UF", "connect_timeout": "UF", "reset": "UC", "protocol": "UPE", "timeout": "UT"}
+_TRACES = TraceParents()
+_LIMIT_EXCEEDED = "limit_exceeded"  # ``Verdict.reason`` when only num_retries stopped another retry
 
 _CONNECT_FAILED = AttemptResult(failure=CONNECT_FAILURE)
 _RESET = AttemptResult(failure=RESET)

@@ -89,6 +89,7 @@ _K_XFF = 7
 _K_REQUEST_ID = 8
 _K_HOP = 9
 _K_PROTO = 10
+_K_TRACE = 11  # a trace context (W3C or B3): kept, and the sidecar starts no trace of its own
 _REQUEST_KINDS = {
     _CONNECTION: _K_CONNECTION,
     _CONTENT_LENGTH: _K_CONTENT_LENGTH,
@@ -99,6 +100,9 @@ _REQUEST_KINDS = {
     _X_FORWARDED_FOR: _K_XFF,
     _X_REQUEST_ID: _K_REQUEST_ID,
     _X_FORWARDED_PROTO: _K_PROTO,
+    b"traceparent": _K_TRACE,
+    b"b3": _K_TRACE,
+    b"x-b3-traceid": _K_TRACE,
     b"keep-alive": _K_HOP,
     b"proxy-connection": _K_HOP,
     b"te": _K_HOP,
@@ -132,6 +136,7 @@ class RequestHead:
         "query",
         "request_id",
         "target",
+        "traced",
         "upgrade",
         "version",
     )
@@ -153,6 +158,7 @@ class RequestHead:
         forwarded_for: bytes | None,
         forwarded_proto: bool,
         request_id: bytes | None,
+        traced: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -169,6 +175,7 @@ class RequestHead:
         self.forwarded_for = forwarded_for
         self.forwarded_proto = forwarded_proto
         self.request_id = request_id
+        self.traced = traced  # a traceparent or B3 field came with the request
 
     def header(self, name: bytes) -> bytes | None:
         """The first end-to-end field called ``name`` (lower-case), joined if repeated; None if absent."""
@@ -247,6 +254,7 @@ def request_head(method: bytes, target: bytes, version: bytes, raw_headers: list
     forwarded_for: bytes | None = None
     forwarded_proto = False
     request_id: bytes | None = None
+    traced = False
     kinds = _REQUEST_KINDS
     for item in raw_headers:
         kind = kinds.get(item[0].lower())
@@ -280,6 +288,9 @@ def request_head(method: bytes, target: bytes, version: bytes, raw_headers: list
             headers.append(item)
         elif kind == _K_PROTO:
             forwarded_proto = True
+            headers.append(item)
+        elif kind == _K_TRACE:
+            traced = True
             headers.append(item)
         # _K_HOP: dropped
 
@@ -351,6 +362,7 @@ def request_head(method: bytes, target: bytes, version: bytes, raw_headers: list
         forwarded_for,
         forwarded_proto,
         request_id,
+        traced,
     )
 
 

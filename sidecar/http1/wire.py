@@ -59,6 +59,36 @@ class RequestIds:
         return bytes(out).split(b"\n")[:n]
 
 
+class TraceParents:
+    """W3C ``traceparent`` values for requests that arrive without a trace context.
+
+    ``00-<32 hex trace id>-<16 hex span id>-01``: version 00, a random 16-byte trace id and
+    8-byte parent (span) id, sampled. Like ``RequestIds``, made 256 at a time from one
+    ``os.urandom`` call; a request pops one.
+    """
+
+    __slots__ = ("_ready",)
+
+    _BATCH = 256
+
+    def __init__(self) -> None:
+        self._ready: list[bytes] = []
+
+    def next(self) -> bytes:
+        ready = self._ready
+        if not ready:
+            ready = self._ready = self._batch()
+        return ready.pop()
+
+    def _batch(self) -> list[bytes]:
+        digits = os.urandom(24 * self._BATCH).hex().encode("ascii")
+        return [
+            b"00-%b-%b-01" % (digits[at : at + 32], digits[at + 32 : at + 48])
+            for at in range(0, len(digits), 48)
+            if digits[at : at + 32].strip(b"0") and digits[at + 32 : at + 48].strip(b"0")  # all-zero ids are invalid
+        ]
+
+
 def request_head_bytes(
     head: RequestHead,
     host: bytes,
