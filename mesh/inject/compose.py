@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from mesh.inject.settings import (
     INJECTED_ANNOTATION,
+    NAME_LABELS,
     OPT_OUT_ANNOTATION,
     READY_PROBE_COMMAND,
     SIDECAR_NAME,
@@ -25,7 +26,6 @@ from mesh.inject.settings import (
     sidecar_args,
 )
 
-NAME_LABELS: Final = ("app.kubernetes.io/name", "app")
 _SHORT_PORT: Final = re.compile(r"(?P<first>\d+)(?:-\d+)?(?:/(?P<proto>\w+))?")
 
 

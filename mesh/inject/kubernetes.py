@@ -15,6 +15,7 @@ from mesh.inject.settings import (
     DATA_DIR,
     INBOUND_PORT,
     INJECTED_ANNOTATION,
+    NAME_LABELS,
     OPT_OUT_ANNOTATION,
     READY_PROBE_COMMAND,
     SIDECAR_NAME,
@@ -26,7 +27,6 @@ from mesh.inject.settings import (
 )
 
 TEMPLATED_KINDS: Final = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
-NAME_LABELS: Final = ("app.kubernetes.io/name", "app")  # Istio's order for the canonical service name
 DATA_VOLUME: Final = "mesh-sidecar-data"
 
 

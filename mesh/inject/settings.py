@@ -8,6 +8,7 @@ from typing import Final
 SIDECAR_NAME: Final = "mesh-sidecar"
 INJECTED_ANNOTATION: Final = "mesh.io/injected"
 OPT_OUT_ANNOTATION: Final = "sidecar.mesh.io/inject"
+NAME_LABELS: Final = ("app.kubernetes.io/name", "app")  # Istio's order for the canonical service name
 DEFAULT_IMAGE: Final = "pymesh:dev"  # deploy/Dockerfile: docker build -f deploy/Dockerfile -t pymesh:dev .
 DEFAULT_K8S_CONTROL_ADDR: Final = "http://mesh-control.mesh:15010"  # the Service in deploy/k8s/control-plane.yaml
 DEFAULT_COMPOSE_CONTROL_ADDR: Final = "http://control:15010"  # the service in deploy/compose/docker-compose.yml

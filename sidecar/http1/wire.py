@@ -22,21 +22,12 @@ def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
 
 
-class RequestIds:
-    """UUID4-shaped ``x-request-id`` values (as Envoy generates), cheap per request.
-
-    Ids are made 256 at a time from one ``os.urandom`` call: the hex digits are laid into the
-    ``8-4-4-4-12`` layout column by column with strided slice assignments (32 C-level copies per
-    batch instead of formatting each id), then the batch is split; a request pops one.
-    """
+class _RandomIds:
+    """Random ids made ``_BATCH`` at a time from one ``os.urandom`` call; a request pops one."""
 
     __slots__ = ("_ready",)
 
     _BATCH = 256
-    _WIDTH = 37  # 36 characters and a separator
-    _VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")  # RFC 4122 variant digit
-    # Where each of the 32 hex digits goes in the 36-character id (dashes at 8, 13, 18, 23).
-    _COLUMNS = (*range(0, 8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36))
 
     def __init__(self) -> None:
         self._ready: list[bytes] = []
@@ -46,6 +37,24 @@ class RequestIds:
         if not ready:
             ready = self._ready = self._batch()
         return ready.pop()
+
+    def _batch(self) -> list[bytes]:
+        raise NotImplementedError
+
+
+class RequestIds(_RandomIds):
+    """UUID4-shaped ``x-request-id`` values (as Envoy generates), cheap per request.
+
+    The hex digits of a batch are laid into the ``8-4-4-4-12`` layout column by column with strided
+    slice assignments (32 C-level copies per batch instead of formatting each id), then split.
+    """
+
+    __slots__ = ()
+
+    _WIDTH = 37  # 36 characters and a separator
+    _VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")  # RFC 4122 variant digit
+    # Where each of the 32 hex digits goes in the 36-character id (dashes at 8, 13, 18, 23).
+    _COLUMNS = (*range(0, 8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36))
 
     def _batch(self) -> list[bytes]:
         n, width = self._BATCH, self._WIDTH
@@ -59,26 +68,14 @@ class RequestIds:
         return bytes(out).split(b"\n")[:n]
 
 
-class TraceParents:
+class TraceParents(_RandomIds):
     """W3C ``traceparent`` values for requests that arrive without a trace context.
 
     ``00-<32 hex trace id>-<16 hex span id>-01``: version 00, a random 16-byte trace id and
-    8-byte parent (span) id, sampled. Like ``RequestIds``, made 256 at a time from one
-    ``os.urandom`` call; a request pops one.
+    8-byte parent (span) id, sampled.
     """
 
-    __slots__ = ("_ready",)
-
-    _BATCH = 256
-
-    def __init__(self) -> None:
-        self._ready: list[bytes] = []
-
-    def next(self) -> bytes:
-        ready = self._ready
-        if not ready:
-            ready = self._ready = self._batch()
-        return ready.pop()
+    __slots__ = ()
 
     def _batch(self) -> list[bytes]:
         digits = os.urandom(24 * self._BATCH).hex().encode("ascii")

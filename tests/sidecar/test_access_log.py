@@ -30,7 +30,7 @@ from sidecar.server import SidecarServer
 from sidecar.workers import plan_from_options
 from tests.sidecar.conftest import BackendFactory, SidecarFactory
 from tests.sidecar.helpers import cluster, http_config, simple_config
-from tests.sidecar.test_cli_sidecar import MESH, free_port, wait_ready
+from tests.sidecar.test_cli_sidecar import MESH, sidecar_process_env, wait_ready
 
 
 class Collected:
@@ -285,19 +285,9 @@ async def test_sidecar_process_logs_json_lines_to_stdout_and_exports_istio_metri
     workers: int, tmp_path: Path, backend_factory: BackendFactory
 ) -> None:
     web = await backend_factory("web")
-    listen, admin = free_port(), free_port()
-    config = simple_config([web], version="cli")
-    config["listeners"][0]["port"] = listen
-    path = tmp_path / "sidecar.json"
-    path.write_text(json.dumps(config))
-    env = {
-        **os.environ,
-        "MESH_CONFIG": str(path),
-        "MESH_ADMIN_ADDR": f"127.0.0.1:{admin}",
-        "MESH_WORKERS": str(workers),
-        "MESH_ACCESS_LOG": "on",
-        "MESH_SERVICE": "productpage",
-    }
+    env, listen, admin = sidecar_process_env(
+        simple_config([web], version="cli"), tmp_path, workers, MESH_ACCESS_LOG="on", MESH_SERVICE="productpage"
+    )
     proc = await asyncio.create_subprocess_exec(
         *MESH, "sidecar", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
     )

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +26,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def sidecar_process_env(
+    config: dict[str, Any], tmp_path: Path, workers: int = 1, **extra: str
+) -> tuple[dict[str, str], int, int]:
+    """Environment for a `mesh sidecar` process serving ``config`` (its first listener on a free
+    port) from a file; returns (env, listener port, admin port). ``extra``: more MESH_* variables."""
+    listen, admin = free_port(), free_port()
+    config["listeners"][0]["port"] = listen
+    path = tmp_path / "sidecar.json"
+    path.write_text(json.dumps(config))
+    env = {
+        **os.environ,
+        "MESH_CONFIG": str(path),
+        "MESH_ADMIN_ADDR": f"127.0.0.1:{admin}",
+        "MESH_WORKERS": str(workers),
+        **extra,
+    }
+    return env, listen, admin
 
 
 def test_bad_flags_are_named() -> None:
@@ -57,17 +77,7 @@ async def test_sidecar_process_serves_and_exits_cleanly(
     workers: int, tmp_path: Path, backend_factory: BackendFactory
 ) -> None:
     web = await backend_factory("web")
-    listen, admin = free_port(), free_port()
-    config = simple_config([web], version="cli")
-    config["listeners"][0]["port"] = listen
-    path = tmp_path / "sidecar.json"
-    path.write_text(json.dumps(config))
-    env = {
-        **os.environ,
-        "MESH_CONFIG": str(path),
-        "MESH_ADMIN_ADDR": f"127.0.0.1:{admin}",
-        "MESH_WORKERS": str(workers),
-    }
+    env, listen, admin = sidecar_process_env(simple_config([web], version="cli"), tmp_path, workers)
     proc = await asyncio.create_subprocess_exec(*MESH, "sidecar", env=env, stderr=asyncio.subprocess.PIPE)
     try:
         await wait_ready(admin, proc)

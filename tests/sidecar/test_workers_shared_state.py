@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +19,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sidecar.helpers import http_config, serve_app
-from tests.sidecar.test_cli_sidecar import MESH, free_port, wait_ready
+from tests.sidecar.test_cli_sidecar import MESH, sidecar_process_env, wait_ready
 
 PROBE_INTERVAL_S = 0.2
 
@@ -66,11 +64,7 @@ class Checked:
 @contextlib.asynccontextmanager
 async def workers_sidecar(config: dict[str, Any], tmp_path: Path) -> AsyncIterator[tuple[int, int]]:
     """``mesh sidecar --workers 2`` on ``config``; yields (listener port, admin port)."""
-    listen, admin = free_port(), free_port()
-    config["listeners"][0]["port"] = listen
-    path = tmp_path / "sidecar.json"
-    path.write_text(json.dumps(config))
-    env = {**os.environ, "MESH_CONFIG": str(path), "MESH_ADMIN_ADDR": f"127.0.0.1:{admin}", "MESH_WORKERS": "2"}
+    env, listen, admin = sidecar_process_env(config, tmp_path, workers=2)
     proc = await asyncio.create_subprocess_exec(*MESH, "sidecar", env=env, stderr=asyncio.subprocess.DEVNULL)
     try:
         await wait_ready(admin, proc)
@@ -281,12 +275,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.slow
 async def test_workers_end_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """SIGKILL cannot be handled by the parent: the kernel's parent-death signal ends the workers."""
-    listen, admin = free_port(), free_port()
-    config = checked_config([])
-    config["listeners"][0]["port"] = listen
-    path = tmp_path / "sidecar.json"
-    path.write_text(json.dumps(config))
-    env = {**os.environ, "MESH_CONFIG": str(path), "MESH_ADMIN_ADDR": f"127.0.0.1:{admin}", "MESH_WORKERS": "2"}
+    env, _, admin = sidecar_process_env(checked_config([]), tmp_path, workers=2)
     proc = await asyncio.create_subprocess_exec(*MESH, "sidecar", env=env, stderr=asyncio.subprocess.DEVNULL)
     try:
         await wait_ready(admin, proc)
