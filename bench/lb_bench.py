@@ -20,6 +20,7 @@ table 65537). Also timed: ``LoadTracker.start`` + ``finish`` (the per-request bo
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
 import sys
@@ -142,15 +143,24 @@ def main() -> None:
     )
     peer_100 = peer_ns(100, args.repeats)
     rows = []
+    policies: dict[str, dict[str, object]] = {}
     for kind in POLICY_KINDS:
         picks = {n: pick_ns(kind, n, args.repeats, args.weighted) for n in sizes}
         retry = pick_ns(kind, 100, args.repeats, args.weighted, retry=True)
         at_100 = picks.get(100, pick_ns(kind, 100, args.repeats, args.weighted))
         verdict = "ok" if at_100 < TARGET_NS_AT_100 else "OVER"
-        builds = [f"{build_ms(kind, n, args.build_repeats, args.weighted):.2f}" for n in sizes]
+        build_figures = {n: build_ms(kind, n, args.build_repeats, args.weighted) for n in sizes}
+        builds = [f"{build_figures[n]:.2f}" for n in sizes]
+        policies[kind] = {
+            "pick_ns": {str(n): picks[n] for n in sizes},
+            "retry_ns_100": retry,
+            "pick_ns_100": at_100,
+            "rebuild_ms": {str(n): build_figures[n] for n in sizes},
+        }
         ratio = f"{at_100 / peer_100:.1f}x"
         rows.append([kind, *[f"{picks[n]:.0f}" for n in sizes], f"{retry:.0f}", ratio, verdict, *builds])
-    peer_row = ["peer: random.choice", *[f"{peer_ns(n, args.repeats):.0f}" for n in sizes], "-", "1.0x", "-"]
+    peer_picks = {n: peer_ns(n, args.repeats) for n in sizes}
+    peer_row = ["peer: random.choice", *[f"{peer_picks[n]:.0f}" for n in sizes], "-", "1.0x", "-"]
     rows.append(peer_row + ["-"] * len(sizes))
     header = [
         "policy",
@@ -161,7 +171,11 @@ def main() -> None:
         *[f"rebuild ms N={n}" for n in sizes],
     ]
     print(table(rows, header))
-    print(f"\nLoadTracker.start + finish: {tracker_ns(args.repeats):.0f} ns per request")
+    tracker = tracker_ns(args.repeats)
+    print(f"\nLoadTracker.start + finish: {tracker:.0f} ns per request")
+    peer = {"pick_ns": {str(n): v for n, v in peer_picks.items()}, "pick_ns_100": peer_100}
+    result = {"bench": "lb", "target_ns_at_100": TARGET_NS_AT_100, "weighted": args.weighted}
+    print(json.dumps({**result, "policies": policies, "peer": peer, "tracker_ns": tracker}))  # last line
 
 
 if __name__ == "__main__":

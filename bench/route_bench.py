@@ -20,6 +20,7 @@ shows what the precomputed domain index buys; the ratio is naive / ours.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -140,6 +141,7 @@ def main() -> None:
     rng = random.Random(7)
     rows = []
     ours_all: list[float] = []
+    figures: dict[str, dict[str, float]] = {}
     for name, make in CASES.items():
         requests = [make(rng) for _ in range(args.count)]
         for host, method, path, query, headers in requests[:50]:  # same answers as the peer
@@ -149,6 +151,7 @@ def main() -> None:
         ours = [time_round(select_route, rt, requests) for _ in range(args.rounds)]
         naive = [time_round(naive_select, rt, requests) for _ in range(max(3, args.rounds // 2))]
         ours_all.append(min(ours))
+        figures[name] = {"ours_us": min(ours), "ours_median_us": statistics.median(ours), "naive_us": min(naive)}
         rows.append(
             [
                 name,
@@ -161,6 +164,8 @@ def main() -> None:
     print(f"best of {args.rounds} rounds of {args.count} calls, CPU time per call\n")
     print(table(rows, ["case", "ours µs/call", "naive scan µs/call", "naive / ours"]))
     print(f"\nmean over cases: {statistics.mean(ours_all):.2f} µs per select_route")
+    summary = {"mean_us": statistics.mean(ours_all), "rounds": args.rounds, "count": args.count}
+    print(json.dumps({"bench": "route", "vhosts": VHOSTS, "cases": figures, **summary}))  # last line: every figure
 
 
 if __name__ == "__main__":
