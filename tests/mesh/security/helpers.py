@@ -51,5 +51,5 @@ def csr_with(names: list[x509.GeneralName], *, ca: bool = False) -> tuple[bytes,
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
