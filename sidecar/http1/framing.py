@@ -417,9 +417,10 @@ _HOP_LINE = re.compile(
     rb"[ \t]*:[^\r]*",
     re.IGNORECASE,
 )
-# Names that start a line of the lower-cased block (a superset: ``\r\nte`` also finds ``\r\ntext``;
-# ``_HOP_LINE`` then matches exactly).
-_RARE_NAMES = re.compile(rb"\r\n(transfer-encoding|keep-alive|proxy-|te|upgrade)")
+# Names that start a line of the lower-cased block. Transfer-Encoding must be the whole name (it decides
+# the framing); the hop-by-hop ones are a superset (``\r\nte`` also finds ``\r\ntext``) that
+# ``_HOP_LINE`` then matches exactly.
+_RARE_NAMES = re.compile(rb"\r\n(transfer-encoding(?=:)|keep-alive|proxy-|te|upgrade)")
 _TE = b"transfer-encoding"
 _FRAMING_LINE = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:[^\r]*", re.IGNORECASE)
 

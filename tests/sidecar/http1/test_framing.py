@@ -197,6 +197,12 @@ def resp(fields: bytes, **kw: object):  # type: ignore[no-untyped-def]
     return response_head(status, b"OK", fields, **args)  # type: ignore[arg-type]
 
 
+def test_a_field_that_only_starts_like_transfer_encoding_does_not_frame_the_body() -> None:
+    head = resp(b"\r\nTransfer-Encoding-Hint: none\r\nTE-Extra: 1\r\nContent-Length: 5")
+    assert (head.body_in, head.content_length) == (Body.LENGTH, 5)
+    assert head.keep_alive_down
+
+
 def test_response_with_length_is_relayed_raw_without_hop_fields() -> None:
     head = resp(NGINX)
     assert head.raw_body
