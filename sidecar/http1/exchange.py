@@ -179,11 +179,11 @@ class Exchange:
             request_id = head.request_id = self.conn.context.ids.next()
             head.headers.append((b"x-request-id", request_id))
 
-    def _reject(self, choice: Reject) -> None:
+    def _reject(self, choice: Reject, message: str | None = None) -> None:
         self.route = choice.route
         self.cluster = choice.cluster
         self.flags = choice.flag
-        self.respond_local(choice.status, choice.message, choice.stats)
+        self.respond_local(choice.status, choice.message if message is None else message, choice.stats)
 
     def _flag(self, flag: str) -> None:
         self.flags = f"{self.flags},{flag}" if self.flags else flag
@@ -272,13 +272,8 @@ class Exchange:
         if self.done:
             return
         if isinstance(choice, Reject):
-            message = choice.message
-            if choice.unknown_host:
-                message = f"unknown service {host!r}: no such service in the registry"
-            self.route = choice.route
-            self.cluster = choice.cluster
-            self.flags = choice.flag
-            self.respond_local(choice.status, message, choice.stats)
+            unknown = f"unknown service {host!r}: no such service in the registry" if choice.unknown_host else None
+            self._reject(choice, unknown)
         else:
             self._route(choice)
 
