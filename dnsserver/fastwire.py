@@ -18,14 +18,13 @@ from typing import Final
 
 from dnsserver import wire
 from dnsserver.answers_base import IPAddress, _address_rdata, shuffled
+from dnsserver.wire import HEADER, TC_FLAG
 
 TYPE_A: Final = 1
 TYPE_SOA: Final = 6
 TYPE_PTR: Final = 12
 TYPE_AAAA: Final = 28
 TYPE_SRV: Final = 33
-_TC: Final = 0x0200
-_HEADER = struct.Struct("!6H")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _SRV_FIXED = struct.Struct("!HHH")
 _SOA_TIMES = struct.Struct("!IIIII")
@@ -188,10 +187,10 @@ def assemble(
     nscount = 1 if authority else 0
     fixed = wire.HEADER_LEN + len(question) + len(body) + len(authority) + len(opt)
     if additional and fixed + len(additional) <= max_size:
-        header = _HEADER.pack(qid, flags, 1, len(answers), nscount, additional_count + arcount)
+        header = HEADER.pack(qid, flags, 1, len(answers), nscount, additional_count + arcount)
         return header + question + body + authority + additional + opt
     if fixed <= max_size:
-        return _HEADER.pack(qid, flags, 1, len(answers), nscount, arcount) + question + body + authority + opt
+        return HEADER.pack(qid, flags, 1, len(answers), nscount, arcount) + question + body + authority + opt
     room = max_size - (wire.HEADER_LEN + len(question) + len(opt))
     kept = 0
     for record in answers:  # every record's bytes depend only on the ones before it
@@ -199,7 +198,7 @@ def assemble(
         if room < 0:
             break
         kept += 1
-    return _HEADER.pack(qid, flags | _TC, 1, kept, 0, arcount) + question + b"".join(answers[:kept]) + opt
+    return HEADER.pack(qid, flags | TC_FLAG, 1, kept, 0, arcount) + question + b"".join(answers[:kept]) + opt
 
 
 def soa_record(

@@ -40,10 +40,10 @@ HEADER_LEN: Final = 12
 _QR: Final = 0x8000
 _OPCODE_MASK: Final = 0x7800
 _RD: Final = 0x0100
-_TC: Final = 0x0200
+TC_FLAG: Final = 0x0200  # truncated
 _DO: Final = 0x8000
 
-_HEADER = struct.Struct("!6H")
+HEADER = struct.Struct("!6H")  # id, flags, qd/an/ns/ar counts
 _U16 = struct.Struct("!H")
 _TYPE_CLASS = struct.Struct("!HH")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
@@ -138,7 +138,7 @@ def parse_query(packet: bytes) -> Query:
     end = len(packet)
     if end < HEADER_LEN:
         raise QueryError(DROP, "short header")
-    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(packet)
+    qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(packet)
     if flags & _QR:
         raise QueryError(DROP, "response, not a query")
     if flags & _OPCODE_MASK:
@@ -216,7 +216,7 @@ def error_reply(packet: bytes, rcode: int, *, question: bytes = b"", edns: Edns 
         return None
     qid, flags = _TYPE_CLASS.unpack_from(packet)
     reply_flags = _QR | (flags & (_OPCODE_MASK | _RD)) | (rcode & 0x0F)
-    parts = [_HEADER.pack(qid, reply_flags, 1 if question else 0, 0, 0, 1 if edns is not None else 0), question]
+    parts = [HEADER.pack(qid, reply_flags, 1 if question else 0, 0, 0, 1 if edns is not None else 0), question]
     if edns is not None:
         ttl = ((rcode >> 4) << 24) | (_DO if edns.do else 0)
         parts.append(b"\x00" + _RR_FIXED.pack(OPT_TYPE, max(MIN_UDP, min(edns.payload, 4096)), ttl, 0))
@@ -308,7 +308,7 @@ def pack_message(msg: DNSRecord) -> bytes:
     data: bytearray = buf.data
     names: dict[tuple[bytes, ...], int] = buf.names
     h = msg.header
-    data += _HEADER.pack(h.id, h.bitmap, len(msg.questions), len(msg.rr), len(msg.auth), len(msg.ar))
+    data += HEADER.pack(h.id, h.bitmap, len(msg.questions), len(msg.rr), len(msg.auth), len(msg.ar))
     for q in msg.questions:
         _encode_name(data, names, q.qname.label)
         data += _TYPE_CLASS.pack(q.qtype, q.qclass)
@@ -372,7 +372,7 @@ def rcode_of(data: bytes) -> int:
 
 
 def is_truncated(data: bytes) -> bool:
-    return len(data) >= 4 and bool(_U16.unpack_from(data, 2)[0] & _TC)
+    return len(data) >= 4 and bool(_U16.unpack_from(data, 2)[0] & TC_FLAG)
 
 
 __all__ = [
