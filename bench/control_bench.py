@@ -37,7 +37,10 @@ from typing import Any
 
 import aiohttp
 import yaml
-from benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, percentile, process_cpu_seconds, table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, percentile, process_cpu_seconds, table
 
 TARGET_P99_MS = 200.0
 CONTROL_CPU = 0
@@ -237,9 +240,9 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             put_times: list[float] = []
             for i in range(args.applies):
                 await asyncio.sleep(args.pause)
-                body = rules(90 if i % 2 == 0 else 10)
+                rule_text = rules(90 if i % 2 == 0 else 10)
                 sent = time.time()
-                async with http.put("/v1/mesh/config", data=body) as r:
+                async with http.put("/v1/mesh/config", data=rule_text) as r:
                     result = await r.json()
                     assert r.status == 200, result
                 put_times.append(time.time() - sent)

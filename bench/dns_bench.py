@@ -66,7 +66,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, run_pool, table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, run_pool, table
 
 SERVER_CPU = 0
 LOADGEN_CPU = 1

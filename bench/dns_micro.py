@@ -44,10 +44,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dns_bench import instance_ip, mixed_questions, service_name
-
+from bench.dns_bench import instance_ip, mixed_questions, service_name
 from dnsserver.config import DnsConfig
 from dnsserver.handler import DnsHandler
 from dnsserver.view import Endpoint, RegistryView

@@ -52,9 +52,10 @@ from typing import Any
 
 import aiodocker
 import aiohttp
-from benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, percentile, table
 
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import Proc, can_pin, cpu_model, free_port, median, percentile, table
 from discovery.registrar.docker_source import DockerClient, DockerEvent
 from tests.discovery.registrar.busybox_image import ensure_image, static_busybox
 

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import functools
 import json
 import math
 import multiprocessing
@@ -48,7 +49,21 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
-from benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, percentile, process_cpu_seconds, run_pool, table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import (
+    REPO,
+    Proc,
+    can_pin,
+    cpu_model,
+    free_port,
+    median,
+    percentile,
+    process_cpu_seconds,
+    run_pool,
+    table,
+)
 
 REGISTRY_CPU = 0
 LOADGEN_CPU = 1
@@ -202,7 +217,7 @@ def bench_registration(args: argparse.Namespace, pin: bool) -> dict[str, Any]:
         )
         runs.append(result)
     keys = ("rate", "p50_ms", "p99_ms", "cpu_s_per_1000", "cpu_share")
-    summary = {k: median([r[k] for r in runs]) for k in keys}
+    summary: dict[str, Any] = {k: median([r[k] for r in runs]) for k in keys}
     summary.update(
         runs=runs,
         count=args.registrations,
@@ -450,7 +465,7 @@ async def _raw_watchers(cfg: FanoutConfig, log: _RoundLog) -> None:
     dones = [loop.create_future() for _ in range(cfg.watchers)]
     transports = []
     for i, done in enumerate(dones):
-        transport, _ = await loop.create_connection(lambda i=i, d=done: _RawWatcher(cfg, i, log, d), host, int(port))
+        transport, _ = await loop.create_connection(functools.partial(_RawWatcher, cfg, i, log, done), host, int(port))
         transports.append(transport)
     try:
         await asyncio.gather(*dones)
@@ -510,7 +525,8 @@ async def fanout(
             start_index = int(resp.headers["X-Consul-Index"])
 
         shares = [watchers // procs + (1 if p < watchers % procs else 0) for p in range(procs)]
-        pipes, children = [], []
+        pipes: list[Any] = []
+        children: list[multiprocessing.process.BaseProcess] = []
         for share in shares:
             parent, child = ctx.Pipe(duplex=False)
             cfg = FanoutConfig(reg.url, service, start_index, share, rounds, client)
@@ -530,7 +546,7 @@ async def fanout(
                 await asyncio.sleep(0.2)  # let re-arm traffic settle
                 action = "fail" if r % 2 == 0 else "pass"
                 cpu0 = reg.cpu_seconds()
-                client0 = sum(process_cpu_seconds(c.pid) for c in children)
+                client0 = sum(process_cpu_seconds(c.pid or 0) for c in children)
                 t_send = time.monotonic_ns()
                 async with session.put(
                     f"{reg.url}/v1/agent/check/{action}/service:{service}-0?note=bench-round-{r}"
@@ -544,7 +560,7 @@ async def fanout(
                 except TimeoutError:
                     raise RuntimeError(f"fan-out round {r + 1}: not every watcher answered within 75 s") from None
                 cpu1 = reg.cpu_seconds()
-                client1 = sum(process_cpu_seconds(c.pid) for c in children)
+                client1 = sum(process_cpu_seconds(c.pid or 0) for c in children)
                 lat = [(t - t_send) / 1e6 for _, times, _, _ in got for t in times]
                 idx = [i for _, _, indexes, _ in got for i in indexes]
                 errs = [e for _, _, _, errors in got for e in errors]
@@ -571,12 +587,12 @@ async def fanout(
                     flush=True,
                 )
         finally:
-            for proc in children:
-                proc.join(timeout=5)
-            for proc in children:
-                if proc.is_alive():
-                    proc.terminate()  # still parked on the next round's blocking query
-                proc.join(timeout=10)
+            for child_proc in children:
+                child_proc.join(timeout=5)
+            for child_proc in children:
+                if child_proc.is_alive():
+                    child_proc.terminate()  # still parked on the next round's blocking query
+                child_proc.join(timeout=10)
     return {
         "client": client,
         "watchers": watchers,
@@ -645,7 +661,7 @@ def bench_scale_and_fanout(args: argparse.Namespace, pin: bool) -> tuple[dict[st
 
 
 def rss_max(scale: dict[str, Any], fans: list[dict[str, Any]]) -> float:
-    return max([scale["rss_loaded_mb"], scale["rss_after_reads_mb"], *(f["rss_after_mb"] for f in fans)])
+    return float(max([scale["rss_loaded_mb"], scale["rss_after_reads_mb"], *(f["rss_after_mb"] for f in fans)]))
 
 
 def report(facts: dict[str, Any], reg: dict[str, Any], scale: dict[str, Any], fans: list[dict[str, Any]]) -> None:

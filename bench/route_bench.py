@@ -30,8 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import cpu_model, table
-
+from bench.benchlib import cpu_model, table
 from mesh.model.parse import parse_snapshot_text
 from mesh.model.routing import first_matching_route, select_route
 from mesh.model.snapshot import RouteTable, VirtualHost, classify_domain, domain_has_port

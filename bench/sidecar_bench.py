@@ -48,7 +48,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO, Proc, can_pin, cpu_model, free_port, median, process_cpu_seconds, process_memory_mb, table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import (
+    REPO,
+    Proc,
+    can_pin,
+    cpu_model,
+    free_port,
+    median,
+    process_cpu_seconds,
+    process_memory_mb,
+    table,
+)
 
 PROXY_CPU = 0
 LOAD_CPU = 1
@@ -474,7 +486,7 @@ def part_swaps(work: Path, nginx_ports: list[int], swaps: int, pinning: bool) ->
     policies = ["round_robin", "least_request", "random", "peak_ewma", "weighted_round_robin"]
 
     def config(i: int) -> str:
-        clusters = [
+        clusters: list[dict[str, Any]] = [
             {
                 "name": "a",
                 "endpoints": [{"host": "127.0.0.1", "port": nginx_ports[0]}],
