@@ -110,6 +110,15 @@ def inject_command(
             show_default=False,
         ),
     ] = "",
+    interception: Annotated[
+        bool,
+        typer.Option(
+            "--interception",
+            envvar="MESH_INJECT_INTERCEPTION",
+            help="Also add the init step (mesh intercept init) that redirects the workload's TCP through the sidecar, "
+            "so the app needs no proxy settings (docs/interception.md).",
+        ),
+    ] = False,
 ) -> None:
     """Add the mesh sidecar to Deployments, StatefulSets, DaemonSets, ReplicaSets, Pods and compose services;
     other documents pass through unchanged and an injected file is left byte-identical. Writes to stdout.
@@ -122,7 +131,7 @@ def inject_command(
         _error(f"cannot read {filename}: {getattr(exc, 'strerror', None) or exc}")
         raise typer.Exit(1) from None
     try:
-        result = inject_text(text, InjectSettings(image=image, control_addr=control_addr))
+        result = inject_text(text, InjectSettings(image=image, control_addr=control_addr, interception=interception))
     except InjectError as exc:
         _error(f"{filename}: {exc}")
         raise typer.Exit(1) from None

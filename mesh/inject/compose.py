@@ -5,6 +5,11 @@ Compose has no pods, so the sidecar is a service of its own that joins the app's
 it is placed right after its app. Left alone: services labelled ``sidecar.mesh.io/inject: "false"``,
 services that already share another's network (``network_mode``), the sidecars themselves (label
 ``mesh.io/injected: "true"``), and apps whose ``<service>-mesh-sidecar`` already exists.
+
+With interception, a one-shot ``<service>-mesh-init`` service joins the same namespace as root with
+NET_ADMIN and installs the redirect rules; the sidecar starts once it has completed. Compose has no
+init containers: the app itself starts first, so connections it opens before the rules are in go
+direct (docs/interception.md).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
 from mesh.inject.settings import (
+    INIT_NAME,
     INJECTED_ANNOTATION,
     NAME_LABELS,
     OPT_OUT_ANNOTATION,
@@ -23,6 +31,7 @@ from mesh.inject.settings import (
     InjectError,
     InjectSettings,
     Outcome,
+    intercept_args,
     sidecar_args,
 )
 
@@ -41,7 +50,7 @@ def inject_compose(document: Mapping[str, Any], settings: InjectSettings) -> Out
     """Decide for every service, then (only if one gets a sidecar) change ``document`` in place and return it."""
     services = document["services"]
     changes: list[Change] = []
-    additions: dict[str, tuple[str, dict[str, Any]]] = {}  # app key -> (sidecar key, sidecar service)
+    additions: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # app key -> services to add after it
     for key, definition in services.items():
         path = f"services.{key}"
         label = f"compose service {key}"
@@ -65,33 +74,60 @@ def inject_compose(document: Mapping[str, Any], settings: InjectSettings) -> Out
             continue
         service = next((str(labels[k]) for k in NAME_LABELS if labels.get(k)), str(key))
         app_port = _app_port(definition, path)
-        additions[key] = (sidecar_service_name(key), sidecar_service(key, service, app_port, settings))
+        additions[key] = [(sidecar_service_name(key), sidecar_service(key, service, app_port, settings))]
+        if settings.interception:
+            additions[key].append((init_service_name(key), init_service(key, app_port, settings)))
+        names = " and ".join(name for name, _ in additions[key])
         port_note = f"app port {app_port}" if app_port is not None else "no ports/expose: outbound only"
-        changes.append(
-            Change(label, "inject", f"add service {sidecar_service_name(key)} (service {service}, {port_note})")
-        )
+        changes.append(Change(label, "inject", f"add service {names} (service {service}, {port_note})"))
     if not additions:
         return Outcome(None, tuple(changes))
     _insert_after(services, additions)
     return Outcome(document, tuple(changes))
 
 
-def _insert_after(services: Any, additions: dict[str, tuple[str, dict[str, Any]]]) -> None:
-    """Put each sidecar right after its app, in place (a round-trip mapping keeps its comments)."""
+def _insert_after(services: Any, additions: dict[str, list[tuple[str, dict[str, Any]]]]) -> None:
+    """Put each sidecar (and init) right after its app, in place (a round-trip mapping keeps its comments)."""
     if hasattr(services, "insert"):  # ruamel's CommentedMap
-        for app in list(additions):
-            sidecar_key, sidecar = additions[app]
-            services.insert(list(services).index(app) + 1, sidecar_key, sidecar)
+        for app, added in additions.items():
+            at = list(services).index(app)
+            for offset, (key, value) in enumerate(added, 1):
+                services.insert(at + offset, key, value)
         return
     entries = list(services.items())
     services.clear()
     for key, value in entries:
         services[key] = value
-        if key in additions:
-            services[additions[key][0]] = additions[key][1]
+        for added_key, added_service in additions.get(key, ()):
+            services[added_key] = added_service
+
+
+def init_service_name(service: str) -> str:
+    return f"{service}-{INIT_NAME}"
+
+
+def init_service(key: str, app_port: int | None, settings: InjectSettings) -> dict[str, Any]:
+    return {
+        "image": settings.image,
+        "command": intercept_args(app_port),
+        "network_mode": f"service:{key}",
+        "user": "0",
+        "labels": {INJECTED_ANNOTATION: "true", "SERVICE_IGNORE": "true"},
+        "depends_on": [key],
+        "restart": DoubleQuotedScalarString("no"),  # quoted: a bare no is false to YAML 1.1 readers
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "cap_add": ["NET_ADMIN", "NET_RAW"],
+    }
 
 
 def sidecar_service(key: str, service: str, app_port: int | None, settings: InjectSettings) -> dict[str, Any]:
+    depends_on: list[str] | dict[str, dict[str, str]] = [key]
+    if settings.interception:
+        depends_on = {
+            key: {"condition": "service_started"},
+            init_service_name(key): {"condition": "service_completed_successfully"},
+        }
     return {
         "image": settings.image,
         "command": sidecar_args(service, app_port),
@@ -102,7 +138,7 @@ def sidecar_service(key: str, service: str, app_port: int | None, settings: Inje
             "MESH_DATA_DIR": "/tmp",
         },
         "labels": {INJECTED_ANNOTATION: "true", "SERVICE_IGNORE": "true"},  # the registrar skips the sidecar
-        "depends_on": [key],
+        "depends_on": depends_on,
         "restart": "unless-stopped",
         "read_only": True,
         "tmpfs": ["/tmp"],

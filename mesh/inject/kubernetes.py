@@ -14,15 +14,18 @@ from typing import Any, Final
 from mesh.inject.settings import (
     DATA_DIR,
     INBOUND_PORT,
+    INIT_NAME,
     INJECTED_ANNOTATION,
     NAME_LABELS,
     OPT_OUT_ANNOTATION,
     READY_PROBE_COMMAND,
     SIDECAR_NAME,
+    SIDECAR_UID,
     Change,
     InjectError,
     InjectSettings,
     Outcome,
+    intercept_args,
     sidecar_args,
 )
 
@@ -82,11 +85,36 @@ def inject_object(document: Mapping[str, Any], settings: InjectSettings, where: 
     if not isinstance(volumes, list):
         raise InjectError("expected a list", _join(where, f"{pod_spec_path}.volumes"))
     volumes.append({"name": DATA_VOLUME, "emptyDir": {}})
+    added = f"container {SIDECAR_NAME}"
+    if settings.interception:
+        init_containers = pod_spec.setdefault("initContainers", [])
+        if not isinstance(init_containers, list):
+            raise InjectError("expected a list", _join(where, f"{pod_spec_path}.initContainers"))
+        init_containers.append(init_container(app_port, settings))
+        added += f" and init container {INIT_NAME}"
     annotations[INJECTED_ANNOTATION] = "true"
     pod_meta["annotations"] = annotations
     pod["metadata"] = pod_meta
     port_note = f"app port {app_port}" if app_port is not None else "no containerPort: outbound only"
-    return Outcome(result, (Change(label, "inject", f"add container {SIDECAR_NAME} (service {service}, {port_note})"),))
+    return Outcome(result, (Change(label, "inject", f"add {added} (service {service}, {port_note})"),))
+
+
+def init_container(app_port: int | None, settings: InjectSettings) -> dict[str, Any]:
+    """Istio's init step: root with NET_ADMIN/NET_RAW for iptables, in the pod's network namespace, then gone."""
+    return {
+        "name": INIT_NAME,
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": intercept_args(app_port),
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+        },
+    }
 
 
 def sidecar_container(service: str, app_port: int | None, settings: InjectSettings) -> dict[str, Any]:
@@ -121,7 +149,7 @@ def sidecar_container(service: str, app_port: int | None, settings: InjectSettin
                 "allowPrivilegeEscalation": False,
                 "readOnlyRootFilesystem": True,
                 "runAsNonRoot": True,
-                "runAsUser": 10001,
+                "runAsUser": SIDECAR_UID,
                 "capabilities": {"drop": ["ALL"]},
             },
             "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_DIR}],

@@ -13,6 +13,8 @@ DEFAULT_IMAGE: Final = "pymesh:dev"  # deploy/Dockerfile: docker build -f deploy
 DEFAULT_K8S_CONTROL_ADDR: Final = "http://mesh-control.mesh:15010"  # the Service in deploy/k8s/control-plane.yaml
 DEFAULT_COMPOSE_CONTROL_ADDR: Final = "http://control:15010"  # the service in deploy/compose/docker-compose.yml
 INBOUND_PORT: Final = 15006
+SIDECAR_UID: Final = 10001  # deploy/Dockerfile's user: interception lets its traffic through unredirected
+INIT_NAME: Final = "mesh-init"
 ADMIN_ADDR: Final = "127.0.0.1:15000"
 DATA_DIR: Final = "/var/lib/mesh"  # the image's MESH_DATA_DIR: the last good snapshot is kept there
 # The admin API stays on loopback (it serves POST /drain), so the probe runs inside the container, as in deploy/k8s.
@@ -28,6 +30,7 @@ class InjectSettings:
     image: str = DEFAULT_IMAGE
     control_addr: str = ""  # empty: the default of the format (Kubernetes or compose)
     control_token_secret: str = "mesh-control-token"  # Kubernetes Secret with key `token`, optional
+    interception: bool = False  # add the init step redirecting the pod's TCP through the sidecar (docs/interception.md)
 
     def control_for_kubernetes(self) -> str:
         return self.control_addr or DEFAULT_K8S_CONTROL_ADDR
@@ -42,6 +45,12 @@ def sidecar_args(service: str, app_port: int | None) -> list[str]:
     if app_port is not None:
         args += ["--app-port", str(app_port), "--inbound-addr", f"0.0.0.0:{INBOUND_PORT}"]
     return args
+
+
+def intercept_args(app_port: int | None) -> list[str]:
+    """``intercept init`` for the sidecar's uid; inbound is redirected only when the sidecar has an inbound listener."""
+    args = ["intercept", "init", "--proxy-uid", str(SIDECAR_UID)]
+    return args if app_port is not None else [*args, "--inbound-ports", ""]
 
 
 class InjectError(ValueError):

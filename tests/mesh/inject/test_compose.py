@@ -138,3 +138,28 @@ def test_compose_accepts_the_injected_file(injected_text: str, tmp_path: Path) -
         "worker-mesh-sidecar",
         "debug",
     }
+
+
+def test_interception_adds_a_one_shot_init_service_the_sidecar_waits_for(tmp_path: Path) -> None:
+    text = inject_text(COMPOSE, InjectSettings(interception=True)).text
+    services = yaml.safe_load(text)["services"]
+    assert list(services)[:3] == ["web", "web-mesh-sidecar", "web-mesh-init"]
+    init = services["api-mesh-init"]
+    assert init["network_mode"] == "service:api"
+    assert init["command"] == ["intercept", "init", "--proxy-uid", "10001"]
+    assert init["user"] == "0"
+    assert init["cap_add"] == ["NET_ADMIN", "NET_RAW"]
+    assert init["restart"] == "no"
+    assert services["api-mesh-sidecar"]["depends_on"] == {
+        "api": {"condition": "service_started"},
+        "api-mesh-init": {"condition": "service_completed_successfully"},
+    }
+    # Without an app port the sidecar has no inbound listener: only outbound is redirected.
+    assert services["worker-mesh-init"]["command"][-2:] == ["--inbound-ports", ""]
+    assert inject_text(text, InjectSettings(interception=True)).text == text  # idempotent
+    command = compose_command()
+    if command is not None:
+        path = tmp_path / "docker-compose.yml"
+        path.write_text(text)
+        result = subprocess.run([*command, "-f", str(path), "config"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr

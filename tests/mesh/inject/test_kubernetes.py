@@ -198,3 +198,21 @@ def test_kubectl_builds_the_injected_deploy_kustomization(tmp_path: Path) -> Non
     workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
     assert workloads
     assert all(sidecar(o) is not None for o in workloads)
+
+
+def test_interception_adds_the_init_container_as_istio_does() -> None:
+    settings = InjectSettings(interception=True)
+    text = inject_text(BOOKINFO, settings).text
+    injected = [d for d in yaml.safe_load_all(text) if d]
+    deployments = [d for d in injected if d["kind"] == "Deployment" and sidecar(d) is not None]
+    assert deployments
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        (init,) = [c for c in pod["initContainers"] if c["name"] == "mesh-init"]
+        assert init["args"][:4] == ["intercept", "init", "--proxy-uid", "10001"]
+        assert init["securityContext"]["runAsUser"] == 0
+        assert init["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
+        side = sidecar(deployment)
+        assert side is not None
+        assert side["securityContext"]["runAsUser"] == 10001  # the uid the rules let through
+    assert not inject_text(text, settings).changed
