@@ -104,7 +104,8 @@ class Proc:
         self.log = workdir / f"{label}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def spawn(self, argv: list[str], pin_cpu: int | None, env: dict[str, str] | None = None) -> None:
+    def spawn(self, argv: list[str], pin_cpu: int | str | None, env: dict[str, str] | None = None) -> None:
+        """``pin_cpu``: one CPU, or a taskset list such as ``"0-3"``; None: not pinned."""
         if pin_cpu is not None:
             argv = ["taskset", "-c", str(pin_cpu), *argv]  # taskset execs: same PID
         with self.log.open("ab") as log:

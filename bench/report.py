@@ -381,10 +381,17 @@ def render_markdown(machine: Mapping[str, Any], outcomes: Sequence[BenchOutcome]
         f"quick={machine.get('quick', False)}. Benchmarks: {', '.join(o.name for o in outcomes) or 'none'}; "
         f"failed: {', '.join(failed) or 'none'}.",
         "",
-        "Throughput vs workers: not measured here (it needs the 16-core machine; the sidecar benchmark "
-        "runs one worker on a 2-core host). The plot is drawn when a benchmark provides a `workers` series.",
-        "",
     ]
+    sidecar = next((o.figures for o in outcomes if o.name == "sidecar" and not o.failed), None)
+    counts = sorted(int(n) for n in get(sidecar, "workers") or {})
+    if len(counts) < 2:
+        lines += [
+            "Throughput vs workers: "
+            + ("only one worker count fits " if counts else "not measured ")
+            + "on this host (the sidecar benchmark's workers part uses half the CPUs for proxies and half "
+            "for the load; it runs by default with 8+ CPUs, `--only workers` elsewhere).",
+            "",
+        ]
     lines += [section(o) for o in outcomes]
     if plots:
         lines += ["## Plots", ""]

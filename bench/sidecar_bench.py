@@ -21,6 +21,10 @@ backend is not Python-bound. Parts:
 3. CPU share and RSS of one sidecar during part 2 (the outbound one). Targets ≤ 0.05 core, ≤ 25 MB.
 4. L4: iperf3 (10 s, one stream) through the sidecar's TCP listener vs HAProxy ``mode tcp``.
    Target: ≥ 0.6 x HAProxy's throughput.
+6. (``--only workers``, and by default on machines with 8+ CPUs) Throughput vs workers: ``wrk`` rps
+   through ``mesh sidecar --workers N`` and HAProxy ``nbthread N`` for N = 1, 2, 4, 8 up to half
+   the CPUs; proxies pinned to CPUs 0..N-1, wrk and nginx (one worker per load CPU) to the other
+   half. Throughput here is the figure (the load side has as many CPUs as the proxy side).
 5. Hot swaps: ``wrk -c32`` for the whole phase while the config file is rewritten and the
    sidecar sent SIGHUP 100 times (weights, routes and policies change each time). Target: 0
    failed requests (wrk's non-2xx and socket errors) and 101 applied configs.
@@ -151,7 +155,7 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-def start_nginx(work: Path, ports: list[int], pinning: bool) -> Proc:
+def start_nginx(work: Path, ports: list[int], pinning: bool, workers: int = 1, cpus: str | None = None) -> Proc:
     root = work / "www"
     root.mkdir(exist_ok=True)
     (root / "1k.txt").write_bytes(b"x" * 1023 + b"\n")
@@ -161,7 +165,7 @@ def start_nginx(work: Path, ports: list[int], pinning: bool) -> Proc:
     listens = "\n".join(f"    listen 127.0.0.1:{p};" for p in ports)
     conf = work / "nginx.conf"
     conf.write_text(
-        f"""worker_processes 1;
+        f"""worker_processes {workers};
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log;
@@ -178,7 +182,7 @@ http {{
 """
     )
     proc = Proc("nginx", work)
-    proc.spawn(["nginx", "-c", str(conf)], pin(LOAD_CPU, pinning))
+    proc.spawn(["nginx", "-c", str(conf)], (cpus or LOAD_CPU) if pinning else None)
     try:
         wait_http(f"http://127.0.0.1:{ports[0]}/1k.txt")
     except RuntimeError:
@@ -187,14 +191,16 @@ http {{
     return proc
 
 
-def start_haproxy(work: Path, label: str, body: str, port: int, pinning: bool) -> Proc:
+def start_haproxy(
+    work: Path, label: str, body: str, port: int, pinning: bool, threads: int = 1, cpus: str | None = None
+) -> Proc:
     conf = work / f"{label}.cfg"
     conf.write_text(
-        "global\n  nbthread 1\n  maxconn 4096\n"
+        f"global\n  nbthread {threads}\n  maxconn 4096\n"
         "defaults\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n" + body
     )
     proc = Proc(label, work)
-    proc.spawn(["haproxy", "-f", str(conf)], pin(PROXY_CPU, pinning))
+    proc.spawn(["haproxy", "-f", str(conf)], (cpus or PROXY_CPU) if pinning else None)
     wait_port(port)
     return proc
 
@@ -212,13 +218,16 @@ def sidecar_yaml(
     )
 
 
-def start_sidecar(work: Path, label: str, config: str, admin: int, pinning: bool) -> Proc:
+def start_sidecar(
+    work: Path, label: str, config: str, admin: int, pinning: bool, workers: int = 1, cpus: str | None = None
+) -> Proc:
     path = work / f"{label}.json"
     path.write_text(config)
     proc = Proc(label, work)
     proc.spawn(
-        [MESH, "sidecar", "--config", str(path), "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warning"],
-        pin(PROXY_CPU, pinning),
+        [MESH, "sidecar", "--config", str(path), "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warning"]
+        + (["--workers", str(workers)] if workers > 1 else []),
+        (cpus or PROXY_CPU) if pinning else None,
     )
     wait_http(f"http://127.0.0.1:{admin}/ready")
     return proc
@@ -227,9 +236,12 @@ def start_sidecar(work: Path, label: str, config: str, admin: int, pinning: bool
 # === load ===
 
 
-def run_wrk(url: str, seconds: float, pinning: bool, connections: int = 32) -> dict[str, float]:
+def run_wrk(
+    url: str, seconds: float, pinning: bool, connections: int = 32, threads: int = 1, cpus: str | None = None
+) -> dict[str, float]:
+    pinned = ["taskset", "-c", cpus or str(LOAD_CPU)] if pinning else []
     out = subprocess.run(
-        [*taskset(LOAD_CPU, pinning), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
+        [*pinned, "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url],
         capture_output=True,
         text=True,
         check=True,
@@ -238,7 +250,13 @@ def run_wrk(url: str, seconds: float, pinning: bool, connections: int = 32) -> d
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = sum(int(x) for x in sock.groups()) if sock else 0
-    return {"requests": requests, "non2xx": float(non2xx.group(1)) if non2xx else 0.0, "socket_errors": float(errors)}
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    return {
+        "requests": requests,
+        "rps": rps,
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": float(errors),
+    }
 
 
 def cpu_per_request(proc: Proc, url: str, seconds: float, pinning: bool) -> dict[str, float]:
@@ -480,6 +498,65 @@ def part_l4(work: Path, rounds: int, seconds: float, pinning: bool) -> dict[str,
     return {"gbps": med, "ratio": med["sidecar"] / med["haproxy"]}
 
 
+def worker_counts(cpus: int, most: int) -> list[int]:
+    """1, 2, 4, 8 ... up to half the CPUs (the other half carries the load), at most ``most``."""
+    limit = max(1, min(most, cpus // 2))
+    return [n for n in (1, 2, 4, 8, 16, 32) if n <= limit]
+
+
+def part_workers(work: Path, counts: list[int], seconds: float, pinning: bool) -> dict[str, dict[str, float]]:
+    """rps through the sidecar with --workers N and HAProxy with nbthread N, same load (docstring, part 6)."""
+    cpus = os.cpu_count() or 2
+    half = max(1, cpus // 2)
+    load_cpus = f"{half}-{cpus - 1}" if cpus > 1 else "0"
+    load_threads = max(1, cpus - half)
+    port = free_port()
+    nginx = start_nginx(work, [port], pinning, workers=load_threads, cpus=load_cpus)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for n in counts:
+            proxy_cpus = f"0-{n - 1}"
+            side_port, admin, hap_port = free_port(), free_port(), free_port()
+            sidecar = start_sidecar(
+                work,
+                f"sidecar-w{n}",
+                sidecar_yaml(
+                    [{"name": "out", "protocol": "http", "host": "127.0.0.1", "port": side_port, "route_table": "rt"}],
+                    [{"name": "nginx", "endpoints": [{"host": "127.0.0.1", "port": port}]}],
+                    [{"name": "all", "match": {"prefix": "/"}, "cluster": "nginx"}],
+                    f"w{n}",
+                ),
+                admin,
+                pinning,
+                workers=n,
+                cpus=proxy_cpus,
+            )
+            haproxy = start_haproxy(
+                work,
+                f"haproxy-w{n}",
+                f"  mode http\n  http-reuse always\nfrontend fe\n  bind 127.0.0.1:{hap_port}\n  default_backend be\n"
+                f"backend be\n  server s1 127.0.0.1:{port}\n",
+                hap_port,
+                pinning,
+                threads=n,
+                cpus=proxy_cpus,
+            )
+            try:
+                out[str(n)] = {}
+                for name, target in (("sidecar", side_port), ("haproxy", hap_port)):
+                    url = f"http://127.0.0.1:{target}/1k.txt"
+                    run_wrk(url, 1, pinning, 32 * n, load_threads, load_cpus)  # warm-up: pools, workers
+                    ran = run_wrk(url, seconds, pinning, 32 * n, load_threads, load_cpus)
+                    out[str(n)][name] = ran["rps"]
+                    print(f"  workers {n} {name:8s} {ran['rps']:,.0f} rps", flush=True)
+            finally:
+                sidecar.stop()
+                haproxy.stop()
+    finally:
+        nginx.stop()
+    return out
+
+
 def part_swaps(work: Path, nginx_ports: list[int], swaps: int, pinning: bool) -> dict[str, Any]:
     port, admin = free_port(), free_port()
     listeners = [{"name": "out", "protocol": "http", "host": "127.0.0.1", "port": port, "route_table": "rt"}]
@@ -553,13 +630,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, one round each (smoke check)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-pin", action="store_true")
-    parser.add_argument("--only", default="cpu,latency,l4,swaps", help="comma-separated parts to run")
+    parser.add_argument(
+        "--only", help="comma-separated parts to run: cpu,latency,l4,swaps,workers [all; workers with 8+ CPUs]"
+    )
+    parser.add_argument("--max-workers", type=int, default=8, help="largest --workers / nbthread in the workers part")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     wrk_s = 3 if args.quick else 10
     lat_s = 5 if args.quick else 20
     iperf_s = 3 if args.quick else 10
-    parts = set(args.only.split(","))
+    default_parts = "cpu,latency,l4,swaps" + (",workers" if (os.cpu_count() or 1) >= 8 else "")
+    parts = set((args.only or default_parts).split(","))
     pinning = can_pin() and not args.no_pin
     missing = ensure_peers()
     if missing:
@@ -586,6 +667,9 @@ def main() -> None:
             results["l4"] = part_l4(work, rounds, iperf_s, pinning)
         if "swaps" in parts:
             results["swaps"] = part_swaps(work, nginx_ports, 100, pinning)
+        if "workers" in parts:
+            counts = worker_counts(os.cpu_count() or 2, args.max_workers)
+            results["workers"] = part_workers(work, counts, wrk_s, pinning)
     finally:
         nginx.stop()
     rows: list[list[str]] = []
@@ -676,6 +760,17 @@ def main() -> None:
                 "-",
                 "0 failed",
                 "yes" if sw["failed"] == 0 and sw["applied"] >= sw["swaps"] + 1 else "no",
+            ]
+        )
+    for n, by in results.get("workers", {}).items():
+        rows.append(
+            [
+                f"rps with {n} worker(s) / nbthread",
+                f"{by['sidecar']:,.0f}",
+                f"HAProxy {by['haproxy']:,.0f}",
+                f"{by['sidecar'] / by['haproxy']:.2f}",
+                "-",
+                "-",
             ]
         )
     print()

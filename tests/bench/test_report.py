@@ -183,7 +183,7 @@ def test_markdown_has_a_section_per_benchmark_and_reports_failures() -> None:
     assert "| mean over cases, µs | 1.52 | - | - | - |" in text
     assert "**FAILED** (no JSON figures on its last line)" in text
     assert "RuntimeError: dnsperf missing" in text
-    assert "Throughput vs workers: not measured here" in text
+    assert "Throughput vs workers: not measured on this host" in text
     assert "![route_select_us](route_select_us.png)" in text
     assert "load average before [0.5, 0.4, 0.3], after [0.6, 0.4, 0.3]" in text
 
@@ -221,3 +221,12 @@ def test_plots_are_written_as_png(tmp_path: Path) -> None:
     }
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_worker_counts_leave_half_the_cpus_to_the_load() -> None:
+    from bench.sidecar_bench import worker_counts
+
+    assert worker_counts(2, 8) == [1]
+    assert worker_counts(16, 8) == [1, 2, 4, 8]
+    assert worker_counts(16, 3) == [1, 2]
+    assert worker_counts(1, 8) == [1]
