@@ -230,3 +230,27 @@ def test_worker_counts_leave_half_the_cpus_to_the_load() -> None:
     assert worker_counts(16, 8) == [1, 2, 4, 8]
     assert worker_counts(16, 3) == [1, 2]
     assert worker_counts(1, 8) == [1]
+
+
+def test_readme_block_is_spliced_between_its_markers() -> None:
+    from bench.report import README_BEGIN, README_END, readme_block, splice_readme
+
+    outcomes = [
+        BenchOutcome("route", json.loads(ROUTE_LINE), 0, "", 3.0),
+        BenchOutcome("dns", None, 1, "boom", 1.0),
+    ]
+    machine = {"date": "2026-11-23 22:00 UTC", "commit": "abc1234", "nproc": 2, "quick": False}
+    block = readme_block(machine, outcomes, "bench/results/X/report.md")
+    assert block.startswith(README_BEGIN)
+    assert block.endswith(README_END)
+    assert "full run, 2026-11-23 22:00 UTC, commit abc1234" in block
+    assert "| mean over cases, µs | 1.52 | - | - | - |" in block
+    assert "Failed in this run (exit status 1)" in block
+    readme = f"# T\n\n## Performance\n\n{README_BEGIN}\nold\n{README_END}\n\n### Notes\n"
+    spliced = splice_readme(readme, block)
+    assert "old" not in spliced
+    assert spliced.startswith("# T\n\n## Performance\n\n" + README_BEGIN)
+    assert spliced.endswith(README_END + "\n\n### Notes\n")
+    assert splice_readme(spliced, block) == spliced  # idempotent
+    with pytest.raises(ValueError, match="no"):
+        splice_readme("# no markers\n", block)
