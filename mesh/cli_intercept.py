@@ -1,4 +1,4 @@
-"""`mesh intercept init|clean|show`: the init step of transparent interception (docs/interception.md).
+"""`mesh intercept init|clean`: the init step of transparent interception (docs/interception.md).
 
 Run in the workload's network namespace before the workload starts (a Kubernetes init container
 with NET_ADMIN, `ip netns exec`, or a systemd ExecStartPre), with the sidecar running as
@@ -83,7 +83,11 @@ ExcludeOutboundPorts = Annotated[
 ]
 DryRun = Annotated[
     bool,
-    typer.Option("--dry-run", envvar="MESH_INTERCEPT_DRY_RUN", help="Print the iptables-restore input only."),
+    typer.Option(
+        "--dry-run",
+        envvar="MESH_INTERCEPT_DRY_RUN",
+        help="Print what would be redirected and the iptables-restore input; change nothing.",
+    ),
 ]
 
 
@@ -145,7 +149,7 @@ def init_command(
         exclude_outbound_ports,
     )
     if dry_run:
-        typer.echo(restore_text(settings), nl=False)
+        typer.echo("".join(f"# {line}\n" for line in describe(settings)) + restore_text(settings), nl=False)
         return
     try:
         install(settings)
@@ -167,34 +171,6 @@ def clean_command() -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo("interception removed" if removed else "no interception was installed")
-
-
-@intercept_app.command("show")
-def show_command(
-    proxy_uid: ProxyUid = DEFAULT_PROXY_UID,
-    proxy_gid: ProxyGid = -1,
-    outbound_port: OutboundPort = 15001,
-    inbound_port: InboundPort = 15006,
-    inbound_ports: InboundPorts = "*",
-    exclude_inbound_ports: ExcludeInboundPorts = "",
-    outbound_cidrs: OutboundCidrs = "*",
-    exclude_outbound_cidrs: ExcludeOutboundCidrs = "",
-    exclude_outbound_ports: ExcludeOutboundPorts = "",
-) -> None:
-    """Explain in words what `init` with these settings would redirect."""
-    settings = _settings(
-        proxy_uid,
-        proxy_gid,
-        outbound_port,
-        inbound_port,
-        inbound_ports,
-        exclude_inbound_ports,
-        outbound_cidrs,
-        exclude_outbound_cidrs,
-        exclude_outbound_ports,
-    )
-    for line in describe(settings):
-        typer.echo(line)
 
 
 def add_intercept_commands(app: typer.Typer) -> None:

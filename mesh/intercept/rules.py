@@ -172,7 +172,7 @@ def clean_commands() -> list[list[str]]:
 
 
 def describe(settings: InterceptionSettings) -> Sequence[str]:
-    """One line per decision, for ``mesh intercept show`` and logs."""
+    """One line per decision, for ``mesh intercept init`` (and ``--dry-run``)."""
     s = settings
     inbound = (
         "off"
