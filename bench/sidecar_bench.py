@@ -143,6 +143,20 @@ def wait_http(url: str, timeout: float = 15.0, host: str | None = None) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Until a TCP socket listens on ``port`` (read from /proc/net/tcp*, without connecting to it)."""
+    wanted = f":{port:04X} "
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sockets in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(sockets) as lines:
+                next(lines)
+                if any(wanted in line and line.split()[3] == "0A" for line in lines):  # 0A: LISTEN
+                    return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 def wait_port(port: int, timeout: float = 10.0) -> None:
     import socket
 
@@ -459,7 +473,7 @@ def part_l4(work: Path, rounds: int, seconds: float, pinning: bool) -> dict[str,
     server_port, side_port, side_admin, hap_port = free_port(), free_port(), free_port(), free_port()
     server = Proc("iperf3-server", work)
     server.spawn(["iperf3", "-s", "-p", str(server_port)], pin(LOAD_CPU, pinning))
-    time.sleep(0.5)  # no probe connection: iperf3 -s would take it for a test client
+    wait_listening(server_port)  # no probe connection: iperf3 -s would take it for a test client
     sidecar = start_sidecar(
         work,
         "sidecar-l4",
