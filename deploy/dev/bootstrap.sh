@@ -25,10 +25,14 @@ fi
 
 # Tools the tests drive (Debian/Ubuntu packages): dig for the DNS tests (dnsutils),
 # docker-compose to validate deploy/compose (docker-compose), systemd-analyze to verify the
-# units in deploy/systemd (systemd). Installed only when missing, and only where we can (apt-get
-# as root); never fail the bootstrap over them: the tests that need one say so.
+# units in deploy/systemd (systemd), ip / iptables / curl for the network-namespace tests of
+# interception and multi-host routing (iproute2, iptables, curl), chromium and its driver for the
+# web page's headless-browser test (chromium, chromium-driver). Installed only when missing, and
+# only where we can (apt-get as root); never fail the bootstrap over them: the tests that need one
+# say so (and fail under CI).
 missing_tools=()
-for pair in dig:dnsutils docker-compose:docker-compose systemd-analyze:systemd; do
+for pair in dig:dnsutils docker-compose:docker-compose systemd-analyze:systemd ip:iproute2 iptables:iptables \
+    curl:curl chromium:chromium chromedriver:chromium-driver; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing_tools+=("${pair#*:}")
 done
 if [ "${#missing_tools[@]}" -gt 0 ]; then
