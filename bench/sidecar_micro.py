@@ -100,9 +100,10 @@ class CollectingTransport:
         pass
 
 
-async def proxied_request() -> tuple[Any, CollectingTransport, CollectingTransport, SidecarServer]:
-    """A function that runs one request through the proxy, and the transports it writes to."""
-    server = SidecarServer(SidecarConfig(serve_admin=False, drain_timeout_s=0.0))
+async def proxied_request(**options: Any) -> tuple[Any, CollectingTransport, CollectingTransport, SidecarServer]:
+    """A function that runs one request through the proxy, and the transports it writes to (``options``:
+    more ``SidecarServer`` arguments, e.g. an access log)."""
+    server = SidecarServer(SidecarConfig(serve_admin=False, drain_timeout_s=0.0), **options)
     outcome = server.apply(parse_snapshot(SNAPSHOT))
     assert outcome.ok, outcome.error
     await server.settle()

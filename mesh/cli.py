@@ -341,6 +341,14 @@ app.command("sidecar")(sidecar_command)
 add_workload_commands(app)
 add_intercept_commands(app)
 
+from mesh.cli_observe import add_observe_commands  # noqa: E402 (registered with the commands above)
+
+add_observe_commands(app)
+
+from mesh.cli_rollout import add_rollout_commands  # noqa: E402 (registered with the commands above)
+
+add_rollout_commands(app)
+
 
 def main() -> None:
     app()

@@ -23,6 +23,7 @@ from discovery.client_config import ClientConfigError
 from discovery.runtime.lifecycle import run_until_signalled
 from discovery.runtime.logs import configure_logging
 from mesh.control.auth import ControlAuth
+from mesh.control.certificates import CaSettings
 from mesh.control.client import ControlApiError, ControlClient
 from mesh.control.explain_policies import describe_cluster_policies, describe_route_policies
 from mesh.control.plane import PlaneSettings
@@ -30,6 +31,8 @@ from mesh.control.server import DEFAULT_HTTP_ADDR, ControlConfig, serve
 from mesh.control.store_consul import DEFAULT_PREFIX
 from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, TokenError, resolve_token
 from mesh.rules.resource import kind_info, known_kinds
+from mesh.security.ca import CaError
+from mesh.security.identity import DEFAULT_TRUST_DOMAIN, IdentityError, check_trust_domain
 
 ControlAddr = Annotated[
     str,
@@ -137,6 +140,43 @@ def control_command(
             "/healthz and /readyz stay open.",
         ),
     ] = False,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            envvar="MESH_CA_CERT",
+            help="Your CA certificate (PEM, optionally followed by its chain), instead of the root generated in "
+            "--data-dir; give every replica the same one so their certificates verify across replicas.",
+            show_default=False,
+        ),
+    ] = None,
+    ca_key: Annotated[
+        Path | None,
+        typer.Option("--ca-key", envvar="MESH_CA_KEY", help="The CA's private key (mode 0600).", show_default=False),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-bundle",
+            envvar="MESH_CA_BUNDLE",
+            help="Roots sidecars trust (PEM; default: the self-signed certificates in --ca-cert).",
+            show_default=False,
+        ),
+    ] = None,
+    trust_domain: Annotated[
+        str,
+        typer.Option(
+            "--trust-domain", envvar="MESH_TRUST_DOMAIN", help="SPIFFE trust domain of the identities the CA issues."
+        ),
+    ] = DEFAULT_TRUST_DOMAIN,
+    scrape_interval: Annotated[
+        float,
+        typer.Option(
+            "--scrape-interval",
+            envvar="MESH_CONTROL_SCRAPE_INTERVAL",
+            help="Seconds between scrapes of sidecars' /metrics for the topology (GET /v1/mesh/topology, /ui).",
+        ),
+    ] = 5.0,
     log_level: Annotated[
         str, typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
@@ -154,8 +194,19 @@ def control_command(
         raise typer.BadParameter(str(exc), param_hint="--token-file" if token_file else "--token") from None
     if token_reads and not auth.enforced:
         raise typer.BadParameter("--token-reads needs a token (--token or --token-file)", param_hint="--token-reads")
+    if (ca_cert is None) != (ca_key is None):
+        raise typer.BadParameter("a CA of your own needs both --ca-cert and --ca-key", param_hint="--ca-key")
+    if ca_bundle is not None and ca_cert is None:
+        raise typer.BadParameter("--ca-bundle goes with --ca-cert and --ca-key", param_hint="--ca-bundle")
+    try:
+        check_trust_domain(trust_domain)
+    except IdentityError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--trust-domain") from None
+    if not scrape_interval > 0:
+        raise typer.BadParameter(f"expected seconds > 0, got {scrape_interval}", param_hint="--scrape-interval")
     configure_logging(log_level)
     config = ControlConfig(
+        scrape_interval=scrape_interval,
         data_dir=data_dir,
         http_addr=http_addr,
         store="consul" if store == "consul" else "sqlite",
@@ -163,11 +214,14 @@ def control_command(
         replica_id=replica_id,
         settings=PlaneSettings(),
         auth=auth,
+        ca=CaSettings(trust_domain=trust_domain, cert_file=ca_cert, key_file=ca_key, bundle_file=ca_bundle),
     )
     try:
         run_until_signalled(lambda stop: serve(config, stop))
     except ClientConfigError as exc:
         raise _fail(str(exc)) from exc
+    except CaError as exc:
+        raise _fail(f"CA: {exc}") from None
 
 
 # === apply ===

@@ -16,8 +16,10 @@ from typing import Annotated
 import typer
 
 from sidecar.main import OPTIONS_ENV
+from sidecar.probes.options import workload_from_options
 from sidecar.server import DEFAULT_ADMIN_ADDR
 from sidecar.sources.defaults import DEFAULT_INBOUND_ADDR, DEFAULT_OUTBOUND_ADDR
+from sidecar.tracing import settings_from_options as tracing_settings
 from sidecar.workers import plan_from_options
 
 Service = Annotated[
@@ -133,6 +135,96 @@ AccessLogFields = Annotated[
         help="Comma-separated access log fields (empty: the default set in docs/observability.md).",
     ),
 ]
+OtlpEndpoint = Annotated[
+    str,
+    typer.Option(
+        "--otlp-endpoint",
+        envvar="MESH_OTLP_ENDPOINT",
+        help="Export a span per sampled request to this OpenTelemetry collector (OTLP/HTTP, e.g. "
+        "http://127.0.0.1:4318); needs opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http. Empty: off.",
+    ),
+]
+TraceSampling = Annotated[
+    str,
+    typer.Option(
+        "--trace-sampling",
+        envvar="MESH_TRACE_SAMPLING",
+        help="Share of requests traced with --otlp-endpoint: a ratio (0.01) or a percentage (1%); requests whose "
+        "traceparent is already sampled are always traced.",
+    ),
+]
+ReadinessProbe = Annotated[
+    str,
+    typer.Option(
+        "--readiness-probe",
+        envvar="MESH_READINESS_PROBE",
+        help="Kubernetes readinessProbe for the app, YAML or JSON, e.g. "
+        "'{httpGet: {path: /healthz}, periodSeconds: 5}' (httpGet, tcpSocket or exec; port defaults to "
+        "--app-port). Registers the instance with a TTL check "
+        "'readiness': failing takes it out of DNS and load balancing (docs/workloads.md).",
+    ),
+]
+LivenessProbe = Annotated[
+    str,
+    typer.Option(
+        "--liveness-probe",
+        envvar="MESH_LIVENESS_PROBE",
+        help="Kubernetes livenessProbe (as --readiness-probe); failing restarts the app run with -- CMD, else turns "
+        "the registry check 'liveness' critical.",
+    ),
+]
+StartupProbe = Annotated[
+    str,
+    typer.Option(
+        "--startup-probe",
+        envvar="MESH_STARTUP_PROBE",
+        help="Kubernetes startupProbe (as --readiness-probe): the other probes wait until it passes.",
+    ),
+]
+Register = Annotated[
+    bool,
+    typer.Option(
+        "--register",
+        envvar="MESH_REGISTER",
+        help="Register the workload's instance in the registry (CONSUL_HTTP_ADDR) even without probes; it is "
+        "deregistered on shutdown, after the drain.",
+    ),
+]
+ServiceId = Annotated[
+    str,
+    typer.Option(
+        "--service-id",
+        envvar="MESH_SERVICE_ID",
+        help="The instance's registry ID (default <service>-<hostname>-<port>); if the agent already has it (e.g. "
+        "from the registrar), the sidecar only adds its checks.",
+    ),
+]
+AdvertiseAddr = Annotated[
+    str,
+    typer.Option(
+        "--advertise-addr",
+        envvar="MESH_ADVERTISE_ADDR",
+        help="HOST:PORT registered for the instance (default: --inbound-addr).",
+    ),
+]
+ShutdownDelay = Annotated[
+    float | None,
+    typer.Option(
+        "--shutdown-delay",
+        envvar="MESH_SHUTDOWN_DELAY",
+        help="On SIGTERM, seconds between failing the readiness check and closing the listeners, for the change "
+        "to reach DNS and other sidecars (default 2).",
+    ),
+]
+AppCommand = Annotated[
+    list[str] | None,
+    typer.Argument(
+        envvar="MESH_APP_COMMAND",
+        help="The app to run and supervise, after --: restarted when its liveness probe fails or it exits, "
+        "stopped after the drain.",
+        show_default=False,
+    ),
+]
 LogLevel = Annotated[
     str,
     typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error (JSON lines on stderr)."),
@@ -151,11 +243,21 @@ def sidecar_command(
     workers: Workers = 1,
     header_timeout: HeaderTimeout = 10.0,
     idle_timeout: IdleTimeout = 300.0,
-    drain_timeout: DrainTimeout = 30.0,
+    drain_timeout: DrainTimeout = 10.0,
     log_level: LogLevel = "info",
     access_log: AccessLogMode = "off",
     access_log_path: AccessLogPath = "-",
     access_log_fields: AccessLogFields = "",
+    otlp_endpoint: OtlpEndpoint = "",
+    trace_sampling: TraceSampling = "0.01",
+    readiness_probe: ReadinessProbe = "",
+    liveness_probe: LivenessProbe = "",
+    startup_probe: StartupProbe = "",
+    register: Register = False,
+    service_id: ServiceId = "",
+    advertise_addr: AdvertiseAddr = "",
+    shutdown_delay: ShutdownDelay = None,
+    app_command: AppCommand = None,
 ) -> None:
     """Run the sidecar proxy: outbound 127.0.0.1:15001, inbound 127.0.0.1:15006, admin 127.0.0.1:15000.
 
@@ -179,9 +281,21 @@ def sidecar_command(
         "access_log": access_log,
         "access_log_path": access_log_path,
         "access_log_fields": access_log_fields,
+        "otlp_endpoint": otlp_endpoint,
+        "trace_sampling": trace_sampling,
+        "readiness_probe": readiness_probe,
+        "liveness_probe": liveness_probe,
+        "startup_probe": startup_probe,
+        "register": register,
+        "service_id": service_id,
+        "advertise_addr": advertise_addr,
+        "shutdown_delay": shutdown_delay,
+        "app_command": list(app_command or ()),
     }
     try:
-        plan_from_options(options)  # every flag checked here, before the process is replaced
+        plan = plan_from_options(options)  # every flag checked here, before the process is replaced
+        workload_from_options(options, app_port=plan.settings.app_port, workers=plan.workers)  # probes, -- CMD
+        tracing_settings(options)  # and the tracing flags (with the OpenTelemetry packages when exporting)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     # The proxy runs in a fresh interpreter that imports only the sidecar (see sidecar.main).

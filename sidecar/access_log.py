@@ -40,6 +40,7 @@ from sidecar.http1.framing import Body
 
 if TYPE_CHECKING:
     from sidecar.http1.exchange import Exchange
+    from sidecar.tracing import SpanRecorder, TracingSettings
 
 FIELDS: tuple[str, ...] = (
     "start_time",
@@ -72,15 +73,18 @@ PIPE_ATOMIC = 4096  # writes up to PIPE_BUF are never interleaved with another w
 
 @dataclass(frozen=True, slots=True)
 class AccessLogSettings:
-    """Which requests are logged (``ratio``: 0 off, 1 all), where, and with which fields."""
+    """Which requests are logged (``ratio``: 0 off, 1 all), where, and with which fields; ``tracing``:
+    the OpenTelemetry span export that rides on the same per-request record (``sidecar.tracing``)."""
 
     ratio: float = 0.0
     path: str = "-"
     fields: tuple[str, ...] = DEFAULT_FIELDS
+    tracing: TracingSettings | None = None
 
     @property
     def enabled(self) -> bool:
-        return self.ratio > 0.0
+        """A per-request record is wanted: log lines, spans, or both."""
+        return self.ratio > 0.0 or self.tracing is not None
 
 
 def parse_mode(value: str) -> float:
@@ -153,12 +157,20 @@ class AccessLog:
         flush_interval_s: float = FLUSH_INTERVAL_S,
         flush_bytes: int = FLUSH_BYTES,
         max_queued: int = MAX_QUEUED,
+        tracer: SpanRecorder | None = None,
     ) -> None:
         self.settings = settings
+        if tracer is None and settings.tracing is not None:
+            from sidecar.tracing import SpanRecorder  # imported only when tracing is configured
+
+            tracer = SpanRecorder(settings.tracing)
+        self.tracer = tracer  # spans: ``begin`` at the request's start (``Exchange.begin``), ``record`` here
         self.ratio = settings.ratio
         self.fields = settings.fields
         self._template = line_template(settings.fields)
-        self._sink = sink if sink is not None else open_sink(settings.path)
+        if sink is None:  # no file is opened when only spans are wanted (ratio 0)
+            sink = open_sink(settings.path) if settings.ratio > 0.0 else _discard
+        self._sink = sink
         self._random = (rng or random.Random()).random
         self._flush_interval_s = flush_interval_s
         self._flush_bytes = flush_bytes
@@ -175,7 +187,9 @@ class AccessLog:
     # === the loop side ===
 
     def record(self, exchange: Exchange, status: int, elapsed: float) -> None:
-        """The exchange is over: log it if sampled."""
+        """The exchange is over: log it if sampled (and end its span if traced)."""
+        if self.tracer is not None:
+            self.tracer.record(exchange, status, elapsed)
         if self.ratio < 1.0 and self._random() >= self.ratio:
             return
         try:
@@ -214,6 +228,8 @@ class AccessLog:
             self._timer.cancel()
             self._timer = None
         self.flush()
+        if self.tracer is not None:
+            await self.tracer.close()
         thread = self._thread
         if thread is None:
             return
@@ -242,6 +258,10 @@ class AccessLog:
     # === metrics ===
 
     def collect(self) -> Iterator[Metric]:
+        if self.tracer is not None:
+            yield from self.tracer.collect()
+            if self.ratio == 0.0:
+                return
         yield CounterMetricFamily(
             "mesh_sidecar_access_log_entries", "Access log lines formatted (sampled requests)", value=self.entries
         )
@@ -250,6 +270,10 @@ class AccessLog:
             "Access log lines dropped because the sink was too slow (or failed)",
             value=self.dropped + self.errors,
         )
+
+
+def _discard(data: bytes) -> None:
+    """The sink of an access log that writes no lines (only its tracer records)."""
 
 
 def _stop_writer(chunks: queue.Queue[tuple[bytes, int] | None], thread: threading.Thread, timeout_s: float) -> None:

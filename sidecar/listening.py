@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sidecar.security.wiring import InboundSecurity
 
 
 class SweptListener:
@@ -18,6 +22,8 @@ class SweptListener:
         self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
         self._sweep: asyncio.TimerHandle | None = None
+        # Set on inbound listeners: picks the protocol per accepted connection (mTLS, authorization).
+        self.inbound_security: InboundSecurity | None = None
 
     def protocol(self) -> asyncio.Protocol:
         raise NotImplementedError
@@ -25,13 +31,19 @@ class SweptListener:
     def sweep(self, now: float) -> None:
         raise NotImplementedError
 
+    def renew_connections(self) -> None:
+        """The port's mTLS mode or authorization policies changed: connections accepted under the old
+        ones must not go on serving requests (Envoy drains a listener's old filter chains the same way).
+        The L4 listener keeps its connections: a TCP stream has no request boundary to stop at."""
+
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
+        factory = self.protocol if self.inbound_security is None else self.inbound_security.accept
         if sock is not None:
-            self._server = await loop.create_server(self.protocol, sock=sock, backlog=1024)
+            self._server = await loop.create_server(factory, sock=sock, backlog=1024)
         else:
             self._server = await loop.create_server(
-                self.protocol,
+                factory,
                 self.host,
                 self.port,
                 reuse_address=True,

@@ -14,6 +14,8 @@ import os
 import sys
 
 from discovery.runtime.logs import configure_logging
+from sidecar.probes.options import workload_from_options
+from sidecar.tracing import plan_with_tracing
 from sidecar.workers import plan_from_options, run_sidecar
 
 OPTIONS_ENV = "MESH_SIDECAR_OPTIONS"
@@ -25,7 +27,9 @@ def main() -> int:
         print(f"{OPTIONS_ENV} is not set: start the sidecar with `mesh sidecar`", file=sys.stderr)
         return 2
     try:
-        plan = plan_from_options(json.loads(raw))
+        options = json.loads(raw)
+        plan = plan_with_tracing(plan_from_options(options), options)  # --otlp-endpoint, --trace-sampling
+        workload = workload_from_options(options, app_port=plan.settings.app_port, workers=plan.workers)
     except ValueError as exc:
         print(f"mesh sidecar: {exc}", file=sys.stderr)
         return 2
@@ -33,6 +37,10 @@ def main() -> int:
     # Requests allocate a few dozen short-lived objects and free them by reference counting (no
     # cycles); the default gen-0 threshold (700) would run a collection every ~20 requests.
     gc.set_threshold(50_000, 20, 100)
+    if workload is not None:  # probes, registration, a supervised app (docs/workloads.md)
+        from sidecar.probes.serve import run_with_workload
+
+        return run_with_workload(plan, workload)
     return run_sidecar(plan)
 
 

@@ -35,6 +35,7 @@ from sidecar.http1.upstream_pool import UpstreamPools
 from sidecar.metrics import SidecarMetrics
 from sidecar.resilience.metrics import ResilienceMetrics
 from sidecar.resilience.policy import Resilience
+from sidecar.security.wiring import SidecarSecurity
 from sidecar.sources.base import APPLIED, ApplyResult, ConfigSource
 from sidecar.tcp.listener import TcpContext, TcpListener
 
@@ -117,6 +118,10 @@ class SidecarServer:
                 empty_snapshot(), None, self.metrics, rng=self._rng, resilience=self.resilience, access_log=access_log
             )
         )
+        self.security = SidecarSecurity(self.holder)  # credentials, mTLS and authorization (sidecar.security)
+        self.metrics.add_collector(self.security.stats.collect)
+        self.pools.tls_for = self.security.outbound_context
+        self.pools.tls_check = self.security.check_server
         self._demand = demand
         self._listeners: dict[tuple[str, str, str, int], Listening] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -216,6 +221,9 @@ class SidecarServer:
                 added[identity] = self._make_listener(listener)
         self.holder.swap(active)  # the atomic step
         self.resilience.activate(active.resilience)
+        for listening in self._listeners.values():
+            if listening.inbound_security is not None and listening.inbound_security.guard_changed():
+                listening.renew_connections()
         removed = [self._listeners.pop(identity) for identity in list(self._listeners) if identity not in wanted]
         for identity, listening in added.items():
             self._listeners[identity] = listening
@@ -247,7 +255,12 @@ class SidecarServer:
     def _make_listener(self, listener: Listener) -> Listening:
         if listener.protocol == "tcp":
             tcp = TcpContext(listener.name, self.holder, self.metrics.tcp_stats(listener.name))
-            return TcpListener(tcp, listener.host, listener.port, reuse_port=self.config.reuse_port)
+            tcp.tls_for = self.security.outbound_context
+            tcp.tls_check = self.security.check_server
+            l4 = TcpListener(tcp, listener.host, listener.port, reuse_port=self.config.reuse_port)
+            if listener.direction == "inbound":
+                l4.inbound_security = self.security.inbound_tcp(tcp, listener.port)
+            return l4
         context = HttpContext(
             listener.name,
             self.holder,
@@ -258,7 +271,10 @@ class SidecarServer:
             demand=self._demand if listener.direction == "outbound" else None,
             resilience=self.resilience,
         )
-        return HttpListener(context, listener.host, listener.port, reuse_port=self.config.reuse_port)
+        http = HttpListener(context, listener.host, listener.port, reuse_port=self.config.reuse_port)
+        if listener.direction == "inbound":
+            http.inbound_security = self.security.inbound_http(context, listener.port)
+        return http
 
     def _spawn_retiring(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -381,6 +397,9 @@ async def serve(server: SidecarServer, source: ConfigSource | None, stop: asynci
     await server.start()
     task: asyncio.Task[None] | None = None
     if source is not None:
+        bind_credentials = getattr(source, "bind_credentials", None)  # the control plane's CA (sidecar.security)
+        if bind_credentials is not None:
+            bind_credentials(server.security)
         task = asyncio.get_running_loop().create_task(source.run(server.apply))
     try:
         waiter = asyncio.get_running_loop().create_task(stop.wait())

@@ -75,7 +75,7 @@ def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
     if config_file is not None and not config_file.is_file():
         raise ValueError(f"--config: no such file: {config_file}")
     timeouts = {}
-    for flag, default in (("header_timeout", 10.0), ("idle_timeout", 300.0), ("drain_timeout", 30.0)):
+    for flag, default in (("header_timeout", 10.0), ("idle_timeout", 300.0), ("drain_timeout", 10.0)):
         value = float(options.get(flag, default))
         if not value > 0:
             raise ValueError(f"--{flag.replace('_', '-')}: must be > 0, got {value}")
@@ -156,10 +156,13 @@ async def serve_plan(plan: SidecarPlan, stop: asyncio.Event, seat: WorkerSeat | 
 
         source = StaticFileSource(plan.config_file)
     elif os.environ.get("MESH_CONTROL_ADDR"):  # the control plane (its state dir keeps the last good snapshot)
-        from sidecar.sources.control_plane import ControlPlaneSource
+        from sidecar.sources.control_plane import ControlPlaneSource, advertised_admin
 
         state = Path(os.environ.get("MESH_DATA_DIR") or "mesh-data") / f"sidecar-{plan.settings.service}"
-        source = ControlPlaneSource(plan.settings, state_dir=state)
+        # the admin address registered for the topology scrape: read at registration, once `server` listens
+        source = ControlPlaneSource(
+            plan.settings, state_dir=state, admin=lambda: advertised_admin(plan.server.admin_addr, server.admin_port)
+        )
     else:
         from discovery.client import RegistryClient
         from sidecar.sources.registry import RegistrySource

@@ -10,6 +10,7 @@
 | ``PUT|DELETE /v1/mesh/sidecars/{id}``, ``POST .../demand`` | registration (answers a secret), hosts asked for |
 | ``GET /v1/mesh/sync/{id}?version=V&wait=30s``, ``POST .../ack`` | long poll for a new snapshot; ACK/NACK |
 | ``POST /v1/mesh/ca/sign``, ``GET /v1/mesh/ca/bundle`` | the mesh CA (``mesh.control.api_ca``), when one is given |
+| ``GET /v1/mesh/topology``, ``/v1/mesh/services``, ``/v1/mesh/rules``, ``/ui`` | views (``mesh.control.api_observe``) |
 | ``GET /openapi.json``, ``/metrics``, ``/healthz``, ``/readyz`` | description and ops |
 
 Errors are JSON in one place (``error_middleware``): 400 ``{"error", "path"[, "document",
@@ -21,6 +22,7 @@ the plane stops.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -48,7 +50,7 @@ from mesh.control.auth import (
 from mesh.control.changes import Conflict, NotFound, Plan
 from mesh.control.openapi import OPENAPI
 from mesh.control.plane import ControlPlane
-from mesh.control.sidecars import SidecarRecord, parse_registration, version_digest
+from mesh.control.sidecars import SidecarRecord, parse_registration, scrapable_admin, version_digest
 from mesh.control.store import StoreError
 from mesh.control.tokens import new_sidecar_secret, secret_matches
 from mesh.model.reader import ConfigError
@@ -286,6 +288,14 @@ async def register_sidecar(request: web.Request) -> web.Response:
     sidecar is still connected cannot be taken over without that secret (409)."""
     plane = request.app[PLANE]
     registration = parse_registration(request.match_info["id"], await _json(request))
+    admin = scrapable_admin(registration.admin, request.remote)
+    if admin != registration.admin:
+        log.warning(
+            "not scraping a remote sidecar's loopback admin address (start it with --admin-addr HOST:PORT "
+            "--admin-allow-remote for the topology)",
+            extra={"sidecar": registration.sidecar_id, "admin": registration.admin, "peer": request.remote},
+        )
+        registration = dataclasses.replace(registration, admin=admin)
     existing = plane.pusher.sidecars.get(registration.sidecar_id)
     keeps_secret = existing is not None and secret_matches(presented_secret(request), existing.secret_digest)
     if existing is not None and not keeps_secret and request.app[AUTH].enforced and _connected(plane, existing):

@@ -3,6 +3,8 @@
 With a token set (``mesh control --token``), every request needs it except:
 
 - ``/healthz`` and ``/readyz``, always open (probes carry no credentials and learn nothing);
+- ``/ui`` and ``/ui/...``, the web page's static files, always open (they hold no data: the page
+  reads the API with the token it is given in its URL fragment, ``#token=...``);
 - reads (``GET``/``HEAD``: config, status, explain, ``/openapi.json``, ``/metrics``, the CA
   bundle), open unless ``token_reads`` is set.
 
@@ -32,7 +34,8 @@ log = logging.getLogger("mesh.control.auth")
 Access = Literal["open", "read", "write", "sidecar"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-ALWAYS_OPEN: Final = frozenset({"/healthz", "/readyz"})
+ALWAYS_OPEN: Final = frozenset({"/healthz", "/readyz", "/ui"})
+OPEN_PREFIXES: Final = ("/ui/",)  # the web page's static files (no data; it reads the API with the token)
 SIDECAR_PREFIXES: Final = ("/v1/mesh/sidecars/", "/v1/mesh/sync/")
 READ_METHODS: Final = frozenset({"GET", "HEAD"})
 HOW_TO_SEND: Final = (
@@ -99,7 +102,7 @@ class ControlAuth:
 
 
 def access_of(method: str, path: str) -> Access:
-    if path in ALWAYS_OPEN:
+    if path in ALWAYS_OPEN or path.startswith(OPEN_PREFIXES):
         return "open"
     if path.startswith(SIDECAR_PREFIXES):
         return "sidecar"

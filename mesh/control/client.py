@@ -82,6 +82,12 @@ class ControlClient:
     def explain(self, params: dict[str, str]) -> dict[str, Any]:
         return self._call("GET", "/v1/mesh/explain", params)
 
+    def topology(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/mesh/topology")
+
+    def services(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/mesh/services")
+
     def _call(
         self,
         method: str,

@@ -34,3 +34,13 @@ AUTH_REFUSED = Counter(
     "sidecar_taken).",
     ["reason"],
 )
+SIDECAR_SCRAPES = Counter(
+    "mesh_control_sidecar_scrapes_total",
+    "Scrapes of sidecar admin /metrics for the topology, by result (ok, timeout, connect, http, parse).",
+    ["result"],
+)
+SIDECAR_SCRAPE_TARGETS = Gauge(
+    "mesh_control_sidecar_scrape_targets",
+    "Sidecar admin addresses scraped for the topology, by state (ok, failing).",
+    ["state"],
+)

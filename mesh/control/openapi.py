@@ -172,6 +172,62 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": {"description": "status", **_json({"type": "object"})}},
             }
         },
+        "/v1/mesh/topology": {
+            "get": {
+                "summary": "Who calls whom from the sidecars' metrics: nodes, edges with rps, error_rate, p50_ms, "
+                "p99_ms and per-version numbers over the last scrape window, scrape targets (docs/observability.md)",
+                "responses": {"200": {"description": "topology", **_json({"type": "object"})}},
+            }
+        },
+        "/v1/mesh/services": {
+            "get": {
+                "summary": "Registry services with healthy/total instances, namespaces and registered sidecars",
+                "responses": {"200": {"description": "services", **_json({"type": "object"})}, **_errors(503)},
+            }
+        },
+        "/v1/mesh/rules": {
+            "get": {
+                "summary": "Stored rules with their validation state (valid, warnings, invalid), warnings and problem",
+                "responses": {"200": {"description": "rules", **_json({"type": "object"})}},
+            }
+        },
+        "/v1/mesh/rollouts": {
+            "post": {
+                "summary": "Start a canary or blue-green rollout: VirtualService weights shift step by step, judged "
+                "by the canary's error rate and p99 from the sidecars' metrics; rolled back on a breach "
+                "(docs/control-plane.md, Progressive delivery)",
+                "requestBody": {"required": True, **_json({"type": "object"})},
+                "responses": {
+                    "201": {"description": "the rollout, first step applied", **_json({"type": "object"})},
+                    **_errors(400, 409, 503),
+                },
+            },
+            "get": {
+                "summary": "Every rollout: spec, state, event log",
+                "parameters": [{"name": "namespace", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "rollouts", **_json({"type": "object"})}},
+            },
+        },
+        "/v1/mesh/rollouts/{name}": {
+            "get": {
+                "summary": "One rollout: spec, state, event log",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "rollout", **_json({"type": "object"})}, **_errors(404)},
+            }
+        },
+        "/v1/mesh/rollouts/{name}/abort": {
+            "post": {
+                "summary": "Abort a rollout: all traffic back to the stable subset",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "rollout", **_json({"type": "object"})}, **_errors(400, 404, 503)},
+            }
+        },
         "/v1/mesh/explain": {
             "get": {
                 "summary": "Which rule, route, subset and endpoints a request from a service would get, and why",
@@ -188,7 +244,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/mesh/sidecars/{id}": {
             "put": {
-                "summary": "Register a sidecar: service, namespace, labels, bootstrap snapshot, hosts asked for",
+                "summary": "Register a sidecar: service, namespace, labels, bootstrap snapshot, hosts asked for, "
+                "admin address (host:port, scraped for the topology)",
                 "parameters": _ID,
                 "requestBody": _json({"type": "object"}),
                 "responses": {

@@ -16,13 +16,17 @@ from discovery.client_config import ClientConfig
 from discovery.runtime.addresses import is_loopback, split_host_port
 from discovery.runtime.http import start_site
 from mesh.control.api import build_app
+from mesh.control.api_observe import add_observe_routes
 from mesh.control.auth import ControlAuth
 from mesh.control.certificates import CA_DIR, CaSettings, open_ca
 from mesh.control.plane import ControlPlane, PlaneSettings
+from mesh.control.rollout_api import add_rollout_routes, start_rollouts
+from mesh.control.rollout_controller import RolloutController
 from mesh.control.status_share import StatusShare
 from mesh.control.store import RuleStore
 from mesh.control.store_consul import DEFAULT_PREFIX, ConsulRuleStore
 from mesh.control.store_sqlite import SqliteRuleStore
+from mesh.control.topology import DEFAULT_SCRAPE_INTERVAL, TopologyScraper
 from mesh.security.ca import MeshCA
 
 log = logging.getLogger("mesh.control.server")
@@ -43,6 +47,7 @@ class ControlConfig:
     settings: PlaneSettings = field(default_factory=PlaneSettings)
     ca: CaSettings | None = field(default_factory=CaSettings)  # None: no CA endpoints
     auth: ControlAuth = field(default_factory=ControlAuth)  # no token: the API is open (mesh.control.auth)
+    scrape_interval: float = DEFAULT_SCRAPE_INTERVAL  # seconds between topology scrapes of sidecars' /metrics
 
 
 class ControlServer:
@@ -59,6 +64,8 @@ class ControlServer:
         self.plane = ControlPlane(store, self.client, config.settings)
         self._runner: web.AppRunner | None = None
         self.ca: MeshCA | None = None
+        self.rollouts: RolloutController | None = None  # progressive delivery (mesh.control.rollout_*)
+        self.topology = TopologyScraper(lambda: self.plane.pusher.sidecars.values(), config.scrape_interval)
 
     @property
     def url(self) -> str:
@@ -73,9 +80,14 @@ class ControlServer:
             self.plane.trust_domain = self.ca.trust_domain
         await self.plane.start()
         app = build_app(self.plane, self.ca, self.config.auth)
+        config = self.config
+        self.rollouts = await start_rollouts(self.plane, config.store, config.data_dir / DB_NAME, config.consul_prefix)
+        add_rollout_routes(app, self.rollouts)
+        add_observe_routes(app, self.plane, self.topology)
         self._runner, self.port = await start_site(app, self._host, self.port)
         replica = self.config.replica_id or f"{socket.gethostname()}:{self.port}"
         self.plane.replica = replica
+        self.topology.start()
         if self.config.store == "consul":  # replicas share one store: share sidecar status through it too
             settings = self.config.settings
             share = StatusShare(
@@ -129,6 +141,10 @@ class ControlServer:
         if self._runner is not None:
             await self._runner.cleanup()  # stops accepting, lets in-flight requests (applies) finish
             self._runner = None
+        await self.topology.stop()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
+            self.rollouts = None
         await self.plane.stop()
         await self.client.close()
         log.info("control plane stopped")

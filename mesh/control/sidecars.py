@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from discovery.runtime.addresses import is_loopback
 from mesh.control.translate import Profile, Translation, snapshot_digest
 from mesh.model.hosts import DEFAULT_NAMESPACE, split_host_port
 from mesh.model.parse import ConfigError, parse_snapshot
@@ -54,6 +55,35 @@ class Registration:
     bootstrap: Snapshot
     bootstrap_digest: str
     demanded: tuple[str, ...] = ()
+    admin: str = ""  # the sidecar's admin address "host:port" (its /metrics, for the topology); "" when not given
+
+
+def check_admin_address(value: str) -> str:
+    """``host:port`` with a port 1-65535 (``[v6]:port`` for IPv6); ``ConfigError`` names the ``admin`` field."""
+    host, sep, port = value.rpartition(":")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if (
+        not sep
+        or not bare
+        or not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535)
+        or any(c.isspace() or c in "/?#@" for c in host)
+        or (":" in bare and bare == host)  # an IPv6 literal needs brackets
+    ):
+        raise ConfigError("admin", f"must be the sidecar's admin address host:port (port 1-65535), got {show(value)}")
+    return value
+
+
+def scrapable_admin(admin: str, peer: str | None) -> str:
+    """The admin address the control plane may scrape, "" when it cannot be this sidecar's.
+
+    A loopback admin address (the default, ``127.0.0.1:15000``) names the sidecar's own machine; when
+    the sidecar registered from another machine (a non-loopback peer), that address here would reach
+    whatever listens on this machine's loopback and credit its numbers to the remote sidecar.
+    """
+    if not admin or peer is None:
+        return admin
+    host, _ = split_host_port(admin)
+    return "" if is_loopback(host) and not is_loopback(peer) else admin
 
 
 def parse_registration(sidecar_id: str, data: object) -> Registration:
@@ -70,6 +100,9 @@ def parse_registration(sidecar_id: str, data: object) -> Registration:
         bootstrap = parse_snapshot(raw_bootstrap, version="bootstrap")
     except ConfigError as exc:
         raise ConfigError(f"bootstrap.{exc.path}" if exc.path else "bootstrap", exc.message) from exc
+    admin = body.text("admin") or ""
+    if admin:
+        check_admin_address(admin)
     demanded: list[str] = []
     for i, host in enumerate(body.strings("demanded")):
         name = demand_name(host)
@@ -79,7 +112,9 @@ def parse_registration(sidecar_id: str, data: object) -> Registration:
             demanded.append(name)
     body.finish()
     digest, _ = snapshot_digest(bootstrap)
-    return Registration(sidecar_id, service, namespace, labels, bootstrap, digest, tuple(demanded[-MAX_DEMANDED:]))
+    return Registration(
+        sidecar_id, service, namespace, labels, bootstrap, digest, tuple(demanded[-MAX_DEMANDED:]), admin
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +203,7 @@ class SidecarRecord:
             "connected": self.polls > 0 or clock - self.last_seen < connected_within,
             "last_seen": _iso(self.last_seen_at),
             "hosts": sorted(self.demanded),
+            "admin": reg.admin,
         }
 
 
@@ -181,8 +217,10 @@ __all__ = [
     "Registration",
     "Rendered",
     "SidecarRecord",
+    "check_admin_address",
     "check_sidecar_id",
     "demand_name",
     "parse_registration",
+    "scrapable_admin",
     "version_digest",
 ]

@@ -42,6 +42,7 @@ from typing import Any, Literal
 from lb import Endpoint
 from mesh.control.instances import Instance, Labels, exclusion_reason
 from mesh.control.policy import DEFAULT_SETTINGS, ClusterSettings, cluster_settings
+from mesh.control.translate_security import security_section
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.hosts import endpoint_key, service_domains
 from mesh.model.policies import FaultAbort, FaultDelay, FaultPolicy, MirrorPolicy, Redirect, RetryPolicy
@@ -73,6 +74,7 @@ from mesh.rules.virtual_service import (
     Retry,
 )
 from mesh.rules.warnings import Warning, route_warnings
+from mesh.security.identity import DEFAULT_TRUST_DOMAIN
 
 Catalog = Mapping[str, tuple[Instance, ...]]
 """Registry service name → its instances; a missing name has not been answered yet."""
@@ -224,7 +226,18 @@ class _Translator:
             if name in outbound:
                 table = RouteTable(name, _merge_hosts(table.virtual_hosts, vhosts))
             tables[name] = table
-        snapshot = Snapshot("", bootstrap.listeners, tables, clusters)
+        security = security_section(
+            self.profile.namespace,
+            tuple(self.profile.labels),
+            self.rules.resources.values(),
+            bootstrap.listeners,
+            tables,
+            clusters,
+            self._client_tls_mode,
+            self._expected_identity,
+            trust_domain=DEFAULT_TRUST_DOMAIN,
+        )
+        snapshot = Snapshot("", bootstrap.listeners, tables, clusters, security)
         pending = frozenset(name for name in self.services if name not in self.catalog)
         return Translation(
             snapshot,
@@ -234,6 +247,24 @@ class _Translator:
             pending,
             tuple(self.unresolved),
         )
+
+    def _client_tls_mode(self, cluster: str) -> str | None:
+        """The DestinationRule ``trafficPolicy.tls.mode`` for a service cluster (None: not set)."""
+        origin = self.cluster_origins.get(cluster)
+        if origin is None or origin.kind != "service":
+            return None
+        policy, _, _, _ = self._policy(
+            resolve_host(origin.host, origin.namespace or self.profile.namespace), origin.subset
+        )
+        tls = policy.tls if policy is not None else None
+        return tls.mode if tls is not None else None
+
+    def _expected_identity(self, cluster: str) -> str:
+        """``ns/<namespace>/sa/<service>`` of a registry service cluster's workloads ("" for others)."""
+        origin = self.cluster_origins.get(cluster)
+        if origin is None or origin.kind != "service" or not origin.service:
+            return ""
+        return f"ns/{origin.namespace or self.profile.namespace}/sa/{origin.service}"
 
     # === virtual hosts ===
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from discovery.client_models import CheckRegistration, ServiceRegistration
 from mesh.control.client import DEFAULT_CONTROL_ADDR
+from mesh.model.security import TLS_MODE_MESH, TLS_MODE_META
 
 DEFAULT_BASE_PORT = 19080
 HOST = "127.0.0.1"
@@ -103,7 +104,7 @@ class Workload:
             address=HOST,
             port=self.ports.inbound,
             tags=("demo", f"version={self.version}"),
-            meta={"version": self.version, "demo": "bookinfo"},
+            meta={"version": self.version, "demo": "bookinfo", TLS_MODE_META: TLS_MODE_MESH},
             checks=(
                 CheckRegistration(
                     name=f"{self.id} app",

@@ -21,6 +21,7 @@ from mesh.model.policies import (
     Redirect,
     RetryPolicy,
 )
+from mesh.model.security import security_to_dict
 from mesh.model.snapshot import Cluster, HeaderMatch, Listener, QueryMatch, Route, RouteMatch, RouteTable, Snapshot
 
 
@@ -31,6 +32,7 @@ def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
         "listeners": [_listener_to_dict(listener) for listener in snapshot.listeners],
         "route_tables": [_route_table_to_dict(table) for table in snapshot.route_tables.values()],
         "clusters": [_cluster_to_dict(cluster) for cluster in snapshot.clusters.values()],
+        **({"security": security_to_dict(snapshot.security)} if snapshot.security.enabled else {}),
     }
 
 

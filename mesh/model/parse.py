@@ -31,6 +31,7 @@ from mesh.model.parse_policies import (
     parse_retry_policy,
 )
 from mesh.model.policies import DEFAULT_CIRCUIT_BREAKERS
+from mesh.model.probes import parse_workload
 from mesh.model.reader import (
     REQUIRED,
     ConfigError,
@@ -43,6 +44,7 @@ from mesh.model.reader import (
     parse_seconds,
     show,
 )
+from mesh.model.security import DISABLED, parse_security
 from mesh.model.snapshot import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_IDLE_TIMEOUT_S,
@@ -100,6 +102,11 @@ def parse_snapshot(data: object, *, version: str | None = None) -> Snapshot:
     clusters = _named_list(top, "clusters", _parse_cluster)
     route_tables = _named_list(top, "route_tables", _parse_route_table)
     listeners = _named_list(top, "listeners", _parse_listener)
+    security_data = top.take("security", None)
+    security = DISABLED if security_data is None else parse_security(security_data, "security")
+    workload = top.take("workload", None)
+    if workload is not None:  # read by the sidecar at start (sidecar.probes); checked here so a bad edit is a NACK
+        parse_workload(workload)
     top.finish()
     _check_references(listeners, route_tables, clusters)
     return Snapshot(
@@ -107,6 +114,7 @@ def parse_snapshot(data: object, *, version: str | None = None) -> Snapshot:
         listeners=tuple(item for _, item in listeners),
         route_tables=MappingProxyType({item.name: item for _, item in route_tables}),
         clusters=MappingProxyType({item.name: item for _, item in clusters}),
+        security=security,
     )
 
 

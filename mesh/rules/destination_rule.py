@@ -3,6 +3,9 @@
 A subset is a named label selector over the host's instances (``version: v2``); its traffic
 policy overrides the host-level one field by field (loadBalancer, connectionPool,
 outlierDetection, tls), as Istio does. ``portLevelSettings`` override per destination port.
+``workloadSelector`` is a Kubernetes ``LabelSelector`` (``matchLabels`` and, beyond Istio,
+``matchExpressions``), parsed by the shared ``mesh.model.selectors``: the rule applies to client
+workloads of its namespace whose labels match.
 
 Everything Istio validates is validated here. Valid Istio the sidecar cannot serve is refused
 (``consistentHash.httpQueryParameterName``, ``tunnel``, ``proxyProtocol``); fields it does not
@@ -12,11 +15,13 @@ listed by ``mesh.rules.warnings``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from lb import is_prime
 from mesh.model.reader import REQUIRED, ConfigError
+from mesh.model.selectors import Selector
 from mesh.rules.fields import Reader, check_dns_label, check_token, not_supported, parse_header_name, parse_host
 
 SIMPLE_LB = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
@@ -161,7 +166,7 @@ class DestinationRuleSpec:
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
     export_to: tuple[str, ...] = ()
-    workload_selector: tuple[tuple[str, str], ...] = ()
+    workload_selector: Selector = field(default_factory=Selector)  # empty: every workload
 
     def subset(self, name: str) -> Subset | None:
         for subset in self.subsets:
@@ -183,14 +188,14 @@ def parse_destination_rule(spec: Reader) -> DestinationRuleSpec:
             )
         seen[subset.name] = i
     export_to = spec.export_to()
-    selector = spec.optional_child("workloadSelector")
-    labels: tuple[tuple[str, str], ...] = ()
-    if selector is not None:
-        labels = selector.labels("matchLabels")
-        selector.finish()
-        if not labels:
-            raise ConfigError(selector.at("matchLabels"), "needs at least one label")
-    return DestinationRuleSpec(host, policy, subsets, export_to, labels)
+    selector = spec.label_selector("workloadSelector")
+    if selector is not None and selector.empty:
+        given = spec.data["workloadSelector"]
+        where = spec.at("workloadSelector")
+        if isinstance(given, Mapping) and "matchLabels" in given:
+            where += ".matchLabels"
+        raise ConfigError(where, "needs at least one label or expression (an empty selector would select everything)")
+    return DestinationRuleSpec(host, policy, subsets, export_to, selector if selector is not None else Selector())
 
 
 def _parse_subset(obj: Reader) -> Subset:

@@ -20,12 +20,10 @@ from typing import TypeVar, cast
 
 from discovery.durations import DurationError, parse_duration
 from mesh.model.reader import MAX_REGEX_LENGTH, REQUIRED, ConfigError, Fields, list_items, show
+from mesh.model.selectors import Selector, SelectorError, key_problem, selector_from_object, value_problem
 
 T = TypeVar("T")
 
-_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _HOST_LABEL = re.compile(r"[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -151,6 +149,20 @@ class Reader(Fields):
             return ()
         return parse_labels(value, self.at(key))
 
+    def label_selector(self, key: str) -> Selector | None:
+        """A Kubernetes ``LabelSelector`` (``matchLabels`` and ``matchExpressions``, ANDed); None when absent.
+
+        Parsed by the shared ``mesh.model.selectors``, so ``In``/``NotIn``/``Exists``/``DoesNotExist``
+        mean what they mean in Kubernetes; errors name the field (``spec.selector.matchExpressions[0].operator``).
+        """
+        value = self.take(key, None)
+        if value is None:
+            return None
+        try:
+            return selector_from_object(value, self.at(key))
+        except SelectorError as exc:
+            raise ConfigError(exc.path or self.at(key), exc.reason) from None
+
     def string_match(self, key: str) -> StringMatch | None:
         value = self.take(key, None)
         if value is None:
@@ -248,26 +260,23 @@ def compile_regex(pattern: str, path: str) -> re.Pattern[str]:
 
 
 def parse_labels(data: object, path: str) -> tuple[tuple[str, str], ...]:
-    """Kubernetes label syntax: ``[prefix/]name`` (name ≤ 63 chars), values ≤ 63 chars or empty."""
+    """Kubernetes label syntax: ``[prefix/]name`` (name ≤ 63 chars), values ≤ 63 chars or empty.
+
+    Checked by the shared ``mesh.model.selectors`` rules, so labels and selectors agree on what is valid.
+    """
     pairs = _string_map(data, path)
     for key, value in pairs.items():
         check_label_key(key, f"{path}.{key}")
-        if not _LABEL_VALUE.fullmatch(value):
-            raise ConfigError(
-                f"{path}.{key}",
-                f"invalid label value {value!r} (at most 63 letters, digits, '-', '_', '.'; alphanumeric at both ends)",
-            )
+        problem = value_problem(value)
+        if problem:
+            raise ConfigError(f"{path}.{key}", f"invalid {problem}")
     return tuple(sorted(pairs.items()))
 
 
 def check_label_key(key: str, path: str) -> None:
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _LABEL_PREFIX.fullmatch(prefix)):
-        raise ConfigError(path, f"invalid label key prefix {prefix!r} (a DNS subdomain)")
-    if not _LABEL_NAME.fullmatch(name):
-        raise ConfigError(
-            path, f"invalid label key {key!r} (at most 63 letters, digits, '-', '_', '.'; alphanumeric at both ends)"
-        )
+    problem = key_problem(key)
+    if problem:
+        raise ConfigError(path, f"invalid {problem}")
 
 
 def check_dns_label(value: str, path: str, what: str) -> str:

@@ -114,7 +114,7 @@ class RuleSet:
         def rank(rule: DestinationRuleRule) -> tuple[int, int, int, str]:
             own = rule.resource.key.namespace
             place = 0 if own == namespace else 1 if own == host.namespace else 2
-            selected = 0 if rule.spec.workload_selector else 1
+            selected = 1 if rule.spec.workload_selector.empty else 0
             exact = 0 if rule.host.kind != "wildcard" else 1
             return (place, selected, exact, rule.resource.key.id)
 
@@ -152,9 +152,9 @@ class RuleSet:
 def _selects(rule: DestinationRuleRule, namespace: str, labels: tuple[tuple[str, str], ...]) -> bool:
     """A DestinationRule with a workloadSelector applies only to matching workloads of its own namespace."""
     selector = rule.spec.workload_selector
-    if not selector:
+    if selector.empty:
         return True
-    return rule.resource.key.namespace == namespace and set(selector) <= set(labels)
+    return rule.resource.key.namespace == namespace and selector.matches(dict(labels))
 
 
 __all__ = [

@@ -155,6 +155,8 @@ class Exchange:
             self.respond_local(503, "listener is not in the active config", None)
             return
         if runtime.annotate:
+            if active.access_log is not None and active.access_log.tracer is not None:  # OTel spans (sidecar.tracing)
+                active.access_log.tracer.begin(self)
             self._annotate(runtime.start_traces, active.access_log is not None)
         choice = decide(runtime, self.head, conn.client_ip, conn.context.rng)
         if isinstance(choice, Reject):

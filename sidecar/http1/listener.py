@@ -97,6 +97,12 @@ class HttpListener(SweptListener):
             if relay.idle_check(now):
                 context.tunnels.discard(relay)
 
+    def renew_connections(self) -> None:
+        """Idle keep-alive connections close, busy ones after their response; clients reconnect and are
+        accepted under the port's new security (``SweptListener.renew_connections``)."""
+        for conn in list(self.context.connections):
+            conn.drain()
+
     def drain(self) -> None:
         """Stop accepting; idle keep-alive connections close, busy ones after their response."""
         self.context.draining = True

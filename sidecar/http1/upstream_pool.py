@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -133,6 +134,9 @@ class UpstreamPools:
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing = False
         self._connects: set[asyncio.Task[None]] = set()
+        # The TLS context for a new connection to (host, port), None for plaintext (set by the server).
+        self.tls_for: Callable[[str, int], ssl.SSLContext | None] | None = None
+        self.tls_check: Callable[[str, int, asyncio.BaseTransport], str | None] | None = None  # the server's identity
 
     def pool(self, host: str, port: int) -> EndpointPool:
         key = (host, port)
@@ -297,7 +301,10 @@ class UpstreamPools:
         limits = self._limits
         try:
             async with asyncio.timeout(timeout_s):
-                _, conn = await loop.create_connection(lambda: UpstreamConnection(pool, limits), pool.host, pool.port)
+                tls = self.tls_for(pool.host, pool.port) if self.tls_for is not None else None  # mTLS: sidecar.security
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConnection(pool, limits), pool.host, pool.port, ssl=tls
+                )
         except TimeoutError:
             self._connect_failed(pool, waiter, "connect_timeout", f"upstream connect timeout ({timeout_s:g}s)", breaker)
             return
@@ -309,6 +316,12 @@ class UpstreamPools:
             if breaker is not None:
                 breaker.release_connection()
             raise
+        if tls is not None and self.tls_check is not None and conn.transport is not None:
+            problem = self.tls_check(pool.host, pool.port, conn.transport)
+            if problem is not None:  # not the mesh workload expected there
+                conn.transport.abort()
+                self._connect_failed(pool, waiter, "connect_failure", f"upstream TLS: {problem}", breaker)
+                return
         pool.created += 1
         pool.live.add(conn)
         if conn.closed:  # reset right after connecting

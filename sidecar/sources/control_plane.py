@@ -53,7 +53,10 @@ from mesh.model.hosts import DEFAULT_NAMESPACE, split_host_port
 from mesh.model.parse import ConfigError, parse_snapshot
 from mesh.model.routing import select_virtual_host
 from mesh.model.snapshot import Snapshot
+from sidecar.security.agent import CertificateAgent
+from sidecar.security.wiring import SidecarSecurity
 from sidecar.sources.base import Apply, SourceStats, offer, reject
+from sidecar.sources.ca_client import ControlPlaneSigner
 from sidecar.sources.defaults import OUTBOUND, SidecarSettings, standard_snapshot
 
 log = logging.getLogger(__name__)
@@ -99,8 +102,11 @@ class ControlPlaneSource:
         backoff_cap: float = 10.0,
         rand: Callable[[], float] = random.random,
         token: str | None = None,
+        admin: str | Callable[[], str] = "",
     ) -> None:
-        """``token=None``: ``MESH_CONTROL_TOKEN_FILE`` or ``MESH_CONTROL_TOKEN`` ("" when neither is set)."""
+        """``token=None``: ``MESH_CONTROL_TOKEN_FILE`` or ``MESH_CONTROL_TOKEN`` ("" when neither is set).
+        ``admin``: this sidecar's admin address ``host:port`` (or a function giving it once the admin port is
+        bound), sent with the registration so the control plane can scrape ``/metrics``; "" sends none."""
         self.settings = settings.validate()
         if not settings.service:
             raise ValueError("--service: a sidecar needs its service name to register with the control plane")
@@ -131,6 +137,16 @@ class ControlPlaneSource:
         self._changed = asyncio.Event()
         self._token = token_from_env() if token is None else token
         self._secret = ""  # this sidecar's secret, from its registration
+        self._admin = admin
+        self._registered_once = asyncio.Event()
+        self._certificates: CertificateAgent | None = None  # set by ``bind_credentials``
+
+    def bind_credentials(self, security: SidecarSecurity) -> None:
+        """Get (and renew) this sidecar's workload certificate from the control plane's CA while running."""
+        signer = ControlPlaneSigner(self._request, self.sidecar_id, self._registered_once.wait)
+        self._certificates = CertificateAgent(
+            signer, self.namespace, self.settings.service, security.tls, security.stats
+        )
 
     @property
     def applied_version(self) -> str:
@@ -143,6 +159,8 @@ class ControlPlaneSource:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.request_timeout)
         self._session = aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": "mesh-sidecar"})
         bucket = TokenBucket(rate=20.0, burst=5, clock=time.monotonic)
+        agent = self._certificates
+        certificates = asyncio.get_running_loop().create_task(agent.run()) if agent is not None else None
         try:
             await self._serve_from_disk()
             while True:
@@ -155,6 +173,9 @@ class ControlPlaneSource:
                     await self._back_off(exc)
         finally:
             self._apply = None
+            if certificates is not None:
+                certificates.cancel()
+                await asyncio.gather(certificates, return_exceptions=True)
             await self._goodbye()
 
     async def _exchange(self) -> None:
@@ -232,6 +253,9 @@ class ControlPlaneSource:
             "bootstrap": bootstrap,
             "demanded": list(self._demanded),
         }
+        admin = self._admin() if callable(self._admin) else self._admin
+        if admin:
+            body["admin"] = admin
         status, answer = await self._request("PUT", f"/v1/mesh/sidecars/{self.sidecar_id}", json_body=body)
         if status != 200:
             raise ControlPlaneError(f"registration answered {status}: {_error_text(answer)}")
@@ -242,6 +266,7 @@ class ControlPlaneSource:
         if isinstance(secret, str) and secret:
             self._secret = secret  # absent when the control plane kept the one we showed
         self._registered = True
+        self._registered_once.set()
         self._recovered()
         log.info("registered with the control plane", extra={"control_plane": self.address, "sidecar": self.sidecar_id})
         if self._applied_version and self._pending_ack is None:
@@ -405,6 +430,24 @@ class ControlPlaneSource:
         return table is not None and select_virtual_host(table, host) is not None
 
 
+def advertised_admin(admin_addr: str, bound_port: int = 0) -> str:
+    """The admin address to register (``host:port``), from ``--admin-addr`` and the port actually bound.
+
+    "" for a Unix socket or an unknown port (``:0`` not bound yet); an unspecified host (``0.0.0.0``,
+    ``::``, which ``--admin-allow-remote`` allows) is advertised as this machine's host name.
+    """
+    if admin_addr.startswith("unix:"):
+        return ""
+    host, _, port = admin_addr.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    number = bound_port or (int(port) if port.isdigit() else 0)
+    if not number:
+        return ""
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -434,5 +477,6 @@ __all__ = [
     "SNAPSHOT_FILE",
     "ControlPlaneError",
     "ControlPlaneSource",
+    "advertised_admin",
     "backoff_delay",
 ]

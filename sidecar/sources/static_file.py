@@ -23,6 +23,8 @@ from pathlib import Path
 
 from mesh.model.parse import ConfigError, Format, content_version, parse_snapshot_text
 from mesh.model.snapshot import Snapshot
+from sidecar.security.files import CredentialFiles
+from sidecar.security.wiring import SidecarSecurity
 from sidecar.sources.base import Apply, SourceStats, offer, reject
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,13 @@ class StaticFileSource:
         self.stats = SourceStats()
         self._applied_content: str | None = None  # content hash of the last accepted file
         self._wake = asyncio.Event()
+        self._credentials: CredentialFiles | None = None
+
+    def bind_credentials(self, security: SidecarSecurity) -> None:
+        """Workload credentials from ``MESH_SIDECAR_CERT_DIR`` when set (``sidecar.security.files``)."""
+        self._credentials = CredentialFiles.from_env(security.tls)
+        if self._credentials is not None:
+            self._credentials.load()  # before the first snapshot, so mTLS listeners serve from the start
 
     def load(self) -> Snapshot:
         """Read and validate the file now; ``ConfigError`` naming the field (or the read error) if unusable."""
@@ -64,6 +73,8 @@ class StaticFileSource:
                 log.warning("SIGHUP reload is unavailable; the file is still polled")
         seen: Stamp | None = None
         missing_logged = False
+        files = self._credentials
+        credentials = loop.create_task(files.run()) if files is not None else None
         try:
             while True:
                 forced = self._wake.is_set()
@@ -80,6 +91,8 @@ class StaticFileSource:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
+            if credentials is not None:
+                credentials.cancel()
             if handler_installed:
                 loop.remove_signal_handler(signal.SIGHUP)
 

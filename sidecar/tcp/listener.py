@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from collections.abc import Callable
 from typing import cast
 
 from lb import NO_HINTS, Endpoint, PickContext
@@ -39,6 +41,8 @@ class TcpContext:
         self.stats = stats
         self.connections: set[TcpDownstream] = set()
         self.draining = False
+        self.tls_for: Callable[[str, int], ssl.SSLContext | None] | None = None  # outbound mTLS (sidecar.security)
+        self.tls_check: Callable[[str, int, asyncio.BaseTransport], str | None] | None = None
 
 
 class TcpUpstream(asyncio.Protocol):
@@ -133,7 +137,11 @@ class TcpDownstream(asyncio.Protocol):
             cluster.load.start(endpoint.key)  # counted from the pick, so concurrent accepts see it
             try:
                 async with asyncio.timeout(cluster.connect_timeout_s):
-                    up_transport, upstream = await loop.create_connection(TcpUpstream, endpoint.host, endpoint.port)
+                    tls_for = self.context.tls_for
+                    tls = tls_for(endpoint.host, endpoint.port) if tls_for is not None else None
+                    up_transport, upstream = await loop.create_connection(
+                        TcpUpstream, endpoint.host, endpoint.port, ssl=tls
+                    )
             except asyncio.CancelledError:  # the client left while we were connecting
                 cluster.load.finish(endpoint.key, _monotonic() - self._started, False)
                 raise
@@ -142,6 +150,15 @@ class TcpDownstream(asyncio.Protocol):
                 self.context.stats.connect_failures += 1
                 cluster.errors.add("connect_timeout" if isinstance(exc, TimeoutError) else "connect_failure")
                 log.debug("tcp upstream connect failed", extra={"endpoint": endpoint.key, "error": str(exc)})
+                continue
+            tls_check = self.context.tls_check
+            problem = tls_check(endpoint.host, endpoint.port, up_transport) if tls and tls_check else None
+            if problem is not None:  # not the mesh workload expected there: try another endpoint
+                up_transport.abort()
+                cluster.load.finish(endpoint.key, _monotonic() - self._started, False)
+                self.context.stats.connect_failures += 1
+                cluster.errors.add("connect_failure")
+                log.warning("tcp upstream refused", extra={"endpoint": endpoint.key, "error": problem})
                 continue
             if self.closed or self.transport is None:
                 cluster.load.finish(endpoint.key, _monotonic() - self._started, False)

@@ -15,11 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from discovery.server import RegistryServer
 from mesh.cli import app
 from mesh.control.server import ControlServer
+from mesh.security.ca import generate_root
 from sidecar.sources.control_plane import ControlPlaneSource
 from sidecar.sources.defaults import SidecarSettings
 from tests.mesh.control.fixtures import FAST, control, register, start_control
@@ -249,30 +251,94 @@ async def test_status_lists_live_replicas_and_warns_when_the_shared_status_canno
 @pytest.mark.slow
 async def test_mesh_control_process_uses_the_replica_id_flag(registry: RegistryServer, tmp_path: Path) -> None:
     """The real command line: ``mesh control --replica-id`` names the replica in status and its log."""
-    mesh_bin = str(Path(sys.executable).with_name("mesh"))
-    proc = await asyncio.create_subprocess_exec(
-        mesh_bin,
-        "control",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--replica-id",
-        "cp-west",
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "CONSUL_HTTP_ADDR": registry.url},
-    )
-    assert proc.stderr is not None
+    proc, url = await start_control_process(registry, tmp_path / "data", "--replica-id", "cp-west")
     try:
-        listening: dict[str, Any] = {}
-        while listening.get("msg") != "control plane listening":
-            line = await asyncio.wait_for(proc.stderr.readline(), 30.0)
-            assert line, "mesh control exited before it listened"
-            listening = json.loads(line)
-        assert listening["replica"] == "cp-west"
-        async with aiohttp.ClientSession() as http, http.get(f"{listening['url']}/v1/mesh/status") as response:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/mesh/status") as response:
             assert (await response.json())["replica"] == "cp-west"
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30.0) == 0
+
+
+async def start_control_process(registry: RegistryServer, data_dir: Path, *extra: str) -> tuple[Any, str]:
+    """``mesh control`` as a real process; returns it and its URL once it listens."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("mesh")),
+        "control",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(data_dir),
+        *extra,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CONSUL_HTTP_ADDR": registry.url},
+    )
+    assert proc.stderr is not None
+    listening: dict[str, Any] = {}
+    while listening.get("msg") != "control plane listening":
+        line = await asyncio.wait_for(proc.stderr.readline(), 30.0)
+        assert line, "mesh control exited before it listened"
+        listening = json.loads(line)
+    return proc, str(listening["url"])
+
+
+async def test_replicas_given_one_ca_by_flags_serve_the_same_trust_bundle(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    certificate, key = generate_root("example.org")
+    cert_path, key_path = tmp_path / "ca-cert.pem", tmp_path / "ca-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    flags = ("--ca-cert", str(cert_path), "--ca-key", str(key_path), "--trust-domain", "example.org")
+    procs = []
+    try:
+        bundles = []
+        for replica in ("a", "b"):
+            proc, url = await start_control_process(registry, tmp_path / replica, *flags, "--replica-id", replica)
+            procs.append(proc)
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/mesh/ca/bundle") as response:
+                body = await response.json()
+            assert body["trust_domain"] == "example.org"
+            bundles.append(body["trust_bundle"])
+        assert bundles[0] == bundles[1] == certificate.public_bytes(serialization.Encoding.PEM).decode()
+        assert not (tmp_path / "a" / "ca").exists()  # no root generated
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30.0)
+
+
+def test_ca_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    wide = {"COLUMNS": "200"}
+    half = CliRunner().invoke(app, ["control", "--ca-cert", str(tmp_path / "c.pem")], env=wide)
+    assert half.exit_code == 2
+    assert "needs both --ca-cert and --ca-key" in half.output
+    domain = CliRunner().invoke(app, ["control", "--trust-domain", "Example.org:8080"], env=wide)
+    assert domain.exit_code == 2
+    assert "--trust-domain" in domain.output
+
+
+async def test_an_unreadable_ca_file_is_a_clear_error(registry: RegistryServer, tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("mesh")),
+        "control",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--ca-cert",
+        str(tmp_path / "missing.pem"),
+        "--ca-key",
+        str(tmp_path / "missing-key.pem"),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CONSUL_HTTP_ADDR": registry.url},
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30.0)
+    assert proc.returncode == 1
+    assert "CA: cannot read the CA certificate" in err.decode()
+    assert "missing.pem" in err.decode()
+    assert "Traceback" not in err.decode()

@@ -196,8 +196,9 @@ async def page(http: aiohttp.ClientSession, demo: Demo, user: str = "") -> dict[
         return body
 
 
-async def apply(http: aiohttp.ClientSession, demo: Demo, filename: str) -> int:
-    """PUT an examples/bookinfo file as `mesh apply` sends it; wait until productpage's sidecar ACKed it."""
+async def apply(http: aiohttp.ClientSession, demo: Demo, filename: str, *, every: bool = False) -> int:
+    """PUT an examples/bookinfo file as `mesh apply` sends it; wait until productpage's sidecar (``every``:
+    every sidecar) ACKed it."""
     body = (BOOKINFO / filename).read_bytes()
     headers = {"Content-Type": "application/yaml", "Authorization": f"Bearer {TOKEN}"}
     async with http.put(f"{demo.control}/v1/mesh/config", data=body, headers=headers) as r:
@@ -209,8 +210,8 @@ async def apply(http: aiohttp.ClientSession, demo: Demo, filename: str) -> int:
     while time.monotonic() < deadline:
         async with http.get(f"{demo.control}/v1/mesh/status") as r:
             sidecars = (await r.json())["sidecars"]
-        entry: dict[str, Any] = next((s for s in sidecars if s["service"] == "productpage"), {})
-        if entry.get("config_version", -1) >= version and entry.get("in_sync"):
+        waited = [s for s in sidecars if every or s["service"] == "productpage"]
+        if waited and all(s.get("config_version", -1) >= version and s.get("in_sync") for s in waited):
             return version
         await asyncio.sleep(0.05)
     raise AssertionError(f"productpage's sidecar never ACKed config version {version}: {sidecars}")
@@ -264,3 +265,41 @@ async def test_mesh_up_demo_routes_resolves_and_stops_every_child(demo: Demo, ht
     assert await asyncio.to_thread(demo.process.wait, 30) == 0
     assert not [pid for pid in children if alive(pid)]
     assert not (demo.data_dir / DEMO_FILE).exists()
+
+
+@pytest.mark.slow
+async def test_mesh_up_demo_strict_mtls_and_istio_authorization_task(demo: Demo, http: aiohttp.ClientSession) -> None:
+    """examples/bookinfo's security files: sidecars speak mTLS among themselves (certificates from the
+    control plane's CA), STRICT refuses plaintext, and Istio's authorization task plays out step by step."""
+
+    def served(body: dict[str, Any]) -> tuple[str, str]:
+        return body["details"].get("served_by", ""), body["reviews"].get("served_by", "")
+
+    await apply(http, demo, "peer-authentication-strict.yaml", every=True)
+    for _ in range(3):  # every hop between sidecars is mTLS now (a plaintext one would be refused)
+        details, reviews = served(await page(http, demo))
+        assert details == "details-v1"
+        assert reviews.startswith("reviews-v")
+    reviews_inbound = f"http://127.0.0.1:{demo.port('reviews-v1', 'inbound')}/reviews/0"
+    with pytest.raises(aiohttp.ClientError):
+        async with http.get(reviews_inbound) as r:  # plaintext from outside the mesh
+            await r.read()
+
+    await apply(http, demo, "authorization-policy-allow-nothing.yaml", every=True)
+    async with http.get(demo.productpage, params={"format": "json"}) as r:
+        assert r.status == 403
+        assert "RBAC: access denied" in await r.text()
+
+    await apply(http, demo, "authorization-policy-productpage-viewer.yaml", every=True)
+    denied = await page(http, demo)
+    assert denied["details"]["status"] == 403
+    assert "RBAC: access denied" in denied["details"]["error"]
+    assert denied["reviews"]["status"] == 403
+
+    await apply(http, demo, "authorization-policy-viewers.yaml", every=True)
+    for _ in range(4):
+        body = await page(http, demo)
+        assert served(body)[0] == "details-v1"
+        assert served(body)[1].startswith("reviews-v")
+        for review in body["reviews"]["reviews"]:
+            assert "error" not in review.get("rating", {})  # reviews -> ratings allowed by its identity

@@ -266,3 +266,17 @@ async def test_sidecar_registration_and_reports_over_http(api: aiohttp.ClientSes
     assert status == 200
     status, _ = await call(api, "GET", "/v1/mesh/sync/pp-1")
     assert status == 404
+
+
+async def test_every_api_route_is_in_the_openapi_document(control: ControlServer) -> None:
+    async with aiohttp.ClientSession(base_url=control.url) as http:
+        _, spec = await call(http, "GET", "/openapi.json")
+    runner = control._runner
+    assert runner is not None
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in runner.app.router.routes()
+        if route.resource is not None and route.resource.canonical.startswith("/v1/") and route.method != "HEAD"
+    }
+    documented = {(method, path) for path, item in spec["paths"].items() for method in item}
+    assert served - documented == set()

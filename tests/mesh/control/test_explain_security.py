@@ -82,7 +82,7 @@ def by_version(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_allowed_by_the_selecting_policy_over_strict_mtls() -> None:
     view = explain_security(**{"end-user": "jason"})
-    assert view["enforced"] is False
+    assert view["enforced"] is True
     assert view["source_identity"] == "spiffe://cluster.local/ns/default/sa/productpage"
     (v3,) = view["workloads"]
     assert v3["instances"] == ["reviews-v3 on node1 (10.0.0.3:9080)"]  # the unhealthy v3b is not a destination
@@ -128,9 +128,9 @@ async def test_explain_api_shows_the_security_decision(api: Any, http: Any) -> N
     async with api.get("/v1/mesh/explain", params=params) as response:
         result = await response.json()
         assert response.status == 200, result
-    assert result["status"] == 200  # routed: authorization is not enforced yet, and the answer says so
+    assert result["status"] == 200  # routed; the security part says the destination's sidecar denies it
     security = result["security"]
-    assert security["enforced"] is False
+    assert security["enforced"] is True
     (workload,) = security["workloads"]
     assert workload["authorization"]["decision"] == "DENY"
     assert workload["authorization"]["policy"] == "default/ratings-deny-delete"

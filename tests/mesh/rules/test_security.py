@@ -1,4 +1,4 @@
-"""PeerAuthentication and AuthorizationPolicy: validated and stored (not enforced)."""
+"""PeerAuthentication and AuthorizationPolicy: validated and stored (the sidecars enforce them)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,232 @@
+"""Inbound mTLS and authorization at the listener: protocols that wrap the HTTP and TCP ones.
+
+- ``TlsSniffer`` takes an accepted connection when the port's mode is STRICT or PERMISSIVE. On
+  the first bytes it decides: a TLS handshake record (``0x16``) → the connection is handed to a
+  server-side TLS protocol (uvloop's own ``SSLProtocol`` on uvloop, asyncio's otherwise) with the
+  current server context, and the first bytes are fed to it; plaintext → refused (STRICT: the
+  connection is closed) or handed to the plaintext protocol with the same ``bytes`` object
+  (PERMISSIVE: no copy). The context is read at that moment, so a renewal applies to new
+  connections only.
+- ``GuardedDownstream`` / ``GuardedTcpDownstream`` read the peer's SPIFFE ID once per connection
+  (after the handshake OpenSSL has verified the chain against the trust bundle) and apply the
+  port's authorization policies: HTTP requests that are denied get 403 ``RBAC: access denied``
+  with the deciding policy; TCP connections that are denied are reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import uvloop
+import uvloop.loop as uvloop_loop
+
+from mesh.security.workload import PeerVerificationError, identity_of_connection
+from sidecar.http1.downstream import DownstreamConnection
+from sidecar.http1.exchange import PAUSE_QUEUE
+from sidecar.http1.framing import HttpError, RequestHead
+from sidecar.http1.wire import error_response
+from sidecar.security.guard import InboundGuard, denial_body
+from sidecar.tcp.listener import TcpDownstream
+
+if TYPE_CHECKING:
+    from sidecar.http1.listener import HttpContext
+    from sidecar.security.tls_state import TlsState
+    from sidecar.security.wiring import SecurityStats
+    from sidecar.tcp.listener import TcpContext
+
+log = logging.getLogger("sidecar.security")
+
+HANDSHAKE_RECORD = 0x16
+FIRST_BYTES_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def _ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
+    if isinstance(loop, uvloop.Loop):
+        return uvloop_loop.SSLProtocol  # type: ignore[attr-defined]  # uvloop's own (Cython) TLS
+    return asyncio.sslproto.SSLProtocol
+
+
+def peer_principal(transport: asyncio.BaseTransport) -> str:
+    """The verified peer's SPIFFE ID ("" on plaintext); read once per connection."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return ""
+    try:
+        identity = identity_of_connection(ssl_object)
+    except PeerVerificationError:
+        return ""
+    return identity.uri if identity is not None else ""
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Abort with an RST (SO_LINGER 0), Envoy's answer to a denied TCP connection."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # not a TCP socket after all
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    cast(asyncio.Transport, transport).abort()
+
+
+class TlsSniffer(asyncio.Protocol):
+    """The first owner of a connection on a STRICT or PERMISSIVE port (see the module doc)."""
+
+    __slots__ = ("_plain", "_secure", "_stats", "_strict", "_timer", "_tls", "transport")
+
+    def __init__(
+        self,
+        strict: bool,
+        tls: TlsState,
+        plain: Callable[[], asyncio.Protocol],
+        secure: Callable[[], asyncio.Protocol],
+        stats: SecurityStats,
+    ) -> None:
+        self._strict = strict
+        self._tls = tls
+        self._plain = plain
+        self._secure = secure
+        self._stats = stats
+        self._timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self._timer = asyncio.get_running_loop().call_later(FIRST_BYTES_TIMEOUT_S, self.transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or not data:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if data[0] == HANDSHAKE_RECORD:
+            context = self._tls.server
+            if context is None:  # no certificate (yet, or it expired): TLS cannot be served
+                self._stats.count("no_certificate")
+                transport.abort()
+                return
+            self._stats.count("mtls")
+            loop = asyncio.get_running_loop()
+            protocol = _ssl_protocol_class(loop)(
+                loop, self._secure(), context, None, True, None, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
+            )
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            _feed(protocol, data)
+            return
+        if self._strict:
+            self._stats.count("plaintext_refused")
+            transport.abort()
+            return
+        self._stats.count("plaintext")
+        plain = self._plain()
+        transport.set_protocol(plain)
+        plain.connection_made(transport)
+        plain.data_received(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _feed(protocol: Any, data: bytes) -> None:
+    """Hand bytes already read to a protocol that reads into its own buffers (``BufferedProtocol``)."""
+    if not hasattr(protocol, "get_buffer"):
+        protocol.data_received(data)
+        return
+    view = memoryview(data)
+    while view:
+        buffer = protocol.get_buffer(len(view))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
+
+
+class GuardedDownstream(DownstreamConnection):
+    """An HTTP connection on a port with authorization policies (or mTLS): checks each request."""
+
+    __slots__ = ("guard", "principal", "security_stats")
+
+    def __init__(self, context: HttpContext, guard: InboundGuard, stats: SecurityStats) -> None:
+        super().__init__(context)
+        self.guard = guard
+        self.security_stats = stats
+        self.principal = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.principal = peer_principal(transport)
+        super().connection_made(transport)
+
+    def on_request(self, head: RequestHead) -> None:
+        if self.lingering or self.error is not None:
+            return
+        guard = self.guard
+        if guard.policies:
+            headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers}
+            decision = guard.check_http(
+                self.principal,
+                self.client_ip,
+                head.method.decode("latin-1"),
+                head.path,
+                head.host.decode("latin-1"),
+                headers,
+            )
+            if decision is not None:
+                self._deny(denial_body(decision), decision.policy or "")
+                return
+        super().on_request(head)
+
+    def _deny(self, body: str, policy: str) -> None:
+        self.security_stats.denied(self.context.name, "http", policy)
+        log.debug("request denied", extra={"listener": self.context.name, "principal": self.principal})
+        self.receiving = None  # the denied request's body goes nowhere
+        error = HttpError(403, body)
+        if self.current is None:
+            transport = self.transport
+            if transport is not None and not self.closed:
+                headers = (("x-mesh-response-flags", "RBAC"),)
+                transport.write(error_response(403, body, close=True, headers=headers))
+            self.error = error
+            self.close(linger=True)
+            return
+        self.error = error  # answered after the response in progress, then the connection closes
+        self.pause_for(PAUSE_QUEUE)
+
+
+class GuardedTcpDownstream(TcpDownstream):
+    """A TCP connection on a port with authorization policies (or mTLS): allowed, or reset."""
+
+    __slots__ = ("guard", "security_stats")
+
+    def __init__(self, context: TcpContext, guard: InboundGuard, stats: SecurityStats) -> None:
+        super().__init__(context)
+        self.guard = guard
+        self.security_stats = stats
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self.guard
+        if guard.policies:
+            peer = transport.get_extra_info("peername")
+            decision = guard.check_tcp(peer_principal(transport), str(peer[0]) if peer else "")
+            if decision is not None:
+                self.security_stats.denied(self.context.name, "tcp", decision.policy or "")
+                self.closed = True  # never counted as open
+                reset(transport)
+                return
+        super().connection_made(transport)
+
+
+__all__ = ["GuardedDownstream", "GuardedTcpDownstream", "TlsSniffer", "peer_principal", "reset"]
