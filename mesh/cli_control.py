@@ -8,7 +8,6 @@ The clients find the control plane at ``--control-addr`` / ``MESH_CONTROL_ADDR``
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from mesh.control.explain_policies import describe_cluster_policies, describe_ro
 from mesh.control.plane import PlaneSettings
 from mesh.control.server import DEFAULT_HTTP_ADDR, ControlConfig, serve
 from mesh.control.store_consul import DEFAULT_PREFIX
-from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, TokenError, resolve_token
+from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, TokenError, cli_token, resolve_token
 from mesh.rules.resource import kind_info, known_kinds
 from mesh.security.ca import CaError
 from mesh.security.identity import DEFAULT_TRUST_DOMAIN, IdentityError, check_trust_domain
@@ -66,10 +65,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _client(control_addr: str, token: str) -> ControlClient:
-    # As Consul's -token-file, MESH_CONTROL_TOKEN_FILE wins over a token given directly (None reads it).
-    explicit = None if os.environ.get(TOKEN_FILE_ENV) else token or None
     try:
-        return ControlClient(control_addr or None, token=explicit)
+        return ControlClient(control_addr or None, token=cli_token(token))
     except ControlApiError as exc:
         raise _fail(str(exc)) from exc
 

@@ -7,7 +7,6 @@ Two tables: edges (who calls whom: rps, 5xx share, p50/p99, per-version split) a
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Annotated, Any
 
@@ -18,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mesh.control.client import ControlApiError, ControlClient
-from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV
+from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, cli_token
 
 
 def _rps(value: float) -> str:
@@ -126,9 +125,8 @@ def top_command(
     if not interval > 0:
         raise typer.BadParameter(f"expected seconds > 0, got {interval}", param_hint="--interval")
     err = Console(stderr=True)
-    explicit = None if os.environ.get(TOKEN_FILE_ENV) else token or None
     try:
-        client = ControlClient(control_addr or None, token=explicit, timeout=10.0)
+        client = ControlClient(control_addr or None, token=cli_token(token), timeout=10.0)
         if once:
             Console(soft_wrap=True).print(_fetch(client))
             return

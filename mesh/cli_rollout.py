@@ -10,7 +10,6 @@ command exits and after a control-plane restart. ``status`` shows one rollout or
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.parse
 from typing import Annotated, Any
@@ -27,7 +26,7 @@ from mesh.control.rollout_spec import (
     DEFAULT_MIN_REQUESTS,
     parse_error_rate,
 )
-from mesh.control.tokens import TOKEN_FILE_ENV
+from mesh.control.tokens import cli_token
 
 rollout_app = typer.Typer(
     name="rollout",
@@ -124,10 +123,8 @@ def _seg(value: str) -> str:
 
 
 def _rollout_client(control_addr: str, token: str) -> RolloutClient:
-    # As `mesh apply`: MESH_CONTROL_TOKEN_FILE wins over a token given directly (None reads it).
-    explicit = None if os.environ.get(TOKEN_FILE_ENV) else token or None
     try:
-        return RolloutClient(control_addr or None, token=explicit)
+        return RolloutClient(control_addr or None, token=cli_token(token))
     except ControlApiError as exc:
         raise _fail(str(exc)) from exc
 

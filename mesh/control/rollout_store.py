@@ -11,27 +11,24 @@ each unfinished rollout where it stood.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from discovery.client import RegistryClient
 from discovery.client_models import RegistryError
 from mesh.control.rollout_decide import Event, RolloutState
 from mesh.control.rollout_spec import RolloutSpec, parse_rollout_spec
+from mesh.control.sqlite_file import SqliteFile
 from mesh.control.store import StoreError
 from mesh.model.reader import ConfigError
 
 log = logging.getLogger("mesh.control.rollout_store")
 
 MAX_EVENTS = 200  # the oldest events go first; the first ("created") is always kept
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +91,11 @@ class RolloutStore(Protocol):
     async def close(self) -> None: ...
 
 
-class SqliteRolloutStore:
+class SqliteRolloutStore(SqliteFile):
     name = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
-        self._db: sqlite3.Connection | None = None
-        self._closed = False
+        super().__init__(path, "rollout-store")
 
     async def open(self) -> list[RolloutRecord]:
         return await self._run(self._open_sync)
@@ -112,22 +106,9 @@ class SqliteRolloutStore:
     async def save(self, record: RolloutRecord) -> None:
         await self._run(self._save_sync, record.key, json.dumps(record.to_json()))
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._run(self._close_sync)
-        self._executor.shutdown(wait=True)
-
-    async def _run(self, func: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
-
     def _open_sync(self) -> list[RolloutRecord]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db = self._connect()
             db.execute("CREATE TABLE IF NOT EXISTS rollouts (id TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the rollouts in {self.path}: {exc}") from exc
@@ -150,11 +131,6 @@ class SqliteRolloutStore:
             self._db.execute("INSERT OR REPLACE INTO rollouts VALUES (?, ?)", (key, text))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write rollout {key} to {self.path}: {exc}") from exc
-
-    def _close_sync(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 class ConsulRolloutStore:

@@ -13,26 +13,22 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
 from mesh.control.changes import Plan
+from mesh.control.sqlite_file import SqliteFile
 from mesh.control.state import ConfigState, StoredResource
 from mesh.control.store import StaleState, StoreError, stored_from_record
 
 SCHEMA_VERSION: Final = 1
-T = TypeVar("T")
 
 
-class SqliteRuleStore:
+class SqliteRuleStore(SqliteFile):
     name = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="control-store")
-        self._db: sqlite3.Connection | None = None
-        self._closed = False
+        super().__init__(path, "control-store")
 
     async def open(self) -> ConfigState:
         return await self._run(self._open_sync)
@@ -47,24 +43,11 @@ class SqliteRuleStore:
         """Nothing else writes our file: wait until cancelled."""
         await asyncio.Event().wait()
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._run(self._close_sync)
-        self._executor.shutdown(wait=True)
-
-    async def _run(self, func: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
-
     # === the storage thread ===
 
     def _open_sync(self) -> ConfigState:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db = self._connect()
             db.execute("CREATE TABLE IF NOT EXISTS resources (id TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID")
             db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -114,12 +97,6 @@ class SqliteRuleStore:
                 raise StoreError(f"cannot write {self.path}: {exc}") from exc
             raise
         return plan.state
-
-    def _close_sync(self) -> ConfigState:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        return ConfigState()
 
     def _require(self) -> sqlite3.Connection:
         if self._db is None:

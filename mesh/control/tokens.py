@@ -65,6 +65,12 @@ def token_from_env(environ: Mapping[str, str] | None = None) -> str:
     return resolve_token(env.get(TOKEN_ENV), env.get(TOKEN_FILE_ENV) or None, TOKEN_FILE_ENV)
 
 
+def cli_token(token: str) -> str | None:
+    """The token a CLI command hands its client: as Consul's ``-token-file``, ``MESH_CONTROL_TOKEN_FILE``
+    wins over a token given directly (None: the client reads the file)."""
+    return None if os.environ.get(TOKEN_FILE_ENV) else token or None
+
+
 def auth_headers(token: str, secret: str = "") -> dict[str, str]:
     """The headers that carry ``token`` (and a sidecar's ``secret``); empty ones are left out."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
