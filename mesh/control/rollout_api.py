@@ -72,7 +72,9 @@ def add_rollout_routes(app: web.Application, controller: RolloutController) -> N
 
 
 async def _body(request: web.Request) -> Any:
-    raw = await request.content.read(MAX_BODY + 1)
+    if (request.content_length or 0) > MAX_BODY:
+        raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+    raw = await request.read()  # all of it (bounded by the app's client_max_size for chunked bodies)
     if len(raw) > MAX_BODY:
         raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
     try:

@@ -35,14 +35,20 @@ async def scrape(
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             if response.status != 200:
                 raise ScrapeError("http", f"{url} answered {response.status}")
-            body = await response.content.read(MAX_BODY_BYTES + 1)
+            # The whole body (``content.read(n)`` would stop at whatever one network read brought), bounded.
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise ScrapeError("http", f"{url}: the page is larger than {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)
             at = clock()
     except TimeoutError as exc:
         raise ScrapeError("timeout", f"{url}: no answer within {timeout:g}s") from exc
     except aiohttp.ClientError as exc:
         raise ScrapeError("connect", f"{url}: {exc}") from exc
-    if len(body) > MAX_BODY_BYTES:
-        raise ScrapeError("http", f"{url}: the page is larger than {MAX_BODY_BYTES} bytes")
     # Parsing a page costs milliseconds of CPU (prometheus-client's parser): in a thread, so the event
     # loop (sidecar syncs, API requests) keeps its turns meanwhile.
     return await asyncio.to_thread(parse_exposition, body.decode("utf-8", "replace"), at, names)
