@@ -22,11 +22,10 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from mesh.security.ca import load_certificates
 from mesh.security.workload import CredentialError, PeerVerificationError, WorkloadCredentials, peer_identity
-from sidecar.security.tls_state import TlsState
+from sidecar.security.tls_state import CERT_DIR_ENV, TlsState
 
 log = logging.getLogger("sidecar.security")
 
-CERT_DIR_ENV = "MESH_SIDECAR_CERT_DIR"
 FILES = ("cert-chain.pem", "key.pem", "root-cert.pem")
 
 

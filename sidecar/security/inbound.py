@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, cast
 import uvloop
 import uvloop.loop as uvloop_loop
 
-from mesh.security.workload import PeerVerificationError, identity_of_connection
 from sidecar.http1.downstream import DownstreamConnection
 from sidecar.http1.exchange import PAUSE_QUEUE
 from sidecar.http1.framing import HttpError, RequestHead
@@ -59,6 +58,8 @@ def peer_principal(transport: asyncio.BaseTransport) -> str:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return ""
+    from mesh.security.workload import PeerVerificationError, identity_of_connection  # TLS only: see tls_state
+
     try:
         identity = identity_of_connection(ssl_object)
     except PeerVerificationError:

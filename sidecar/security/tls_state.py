@@ -10,8 +10,15 @@ from __future__ import annotations
 import ssl
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from mesh.security.workload import WorkloadCredentials, client_context, server_context
+if TYPE_CHECKING:
+    from mesh.security.workload import WorkloadCredentials
+
+# mesh.security.workload (the cryptography package, ~8 MB of memory) is imported only once a
+# certificate arrives: a sidecar without mTLS never loads it.
+
+CERT_DIR_ENV = "MESH_SIDECAR_CERT_DIR"  # credential files instead of the control plane's CA (sidecar.security.files)
 
 
 class TlsState:
@@ -26,6 +33,8 @@ class TlsState:
         self.installed = 0  # how many credentials were installed (the first, then each renewal)
 
     def install(self, credentials: WorkloadCredentials) -> None:
+        from mesh.security.workload import client_context, server_context
+
         server, client = server_context(credentials, mode="STRICT"), client_context(credentials)
         self.credentials, self.server, self.client = credentials, server, client
         self.installed += 1

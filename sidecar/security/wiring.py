@@ -23,7 +23,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from mesh.model.hosts import endpoint_key
 from mesh.model.snapshot import Snapshot
-from mesh.security.workload import PeerVerificationError, identity_of_connection
 from sidecar.active import ConfigHolder
 from sidecar.http1.downstream import DownstreamConnection
 from sidecar.security.guard import InboundGuard, compile_guard
@@ -168,6 +167,8 @@ class SidecarSecurity:
         """After an outbound handshake (OpenSSL verified the chain to the trust bundle): the server's
         SPIFFE ID must be in our trust domain and, when the snapshot knows it, the expected workload's.
         None when it is; else why not (the connection is then closed as a connect failure)."""
+        from mesh.security.workload import PeerVerificationError, identity_of_connection  # TLS only: see tls_state
+
         try:
             identity = identity_of_connection(transport.get_extra_info("ssl_object"))
         except PeerVerificationError as exc:

@@ -20,11 +20,15 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mesh.model.parse import ConfigError, Format, content_version, parse_snapshot_text
 from mesh.model.snapshot import Snapshot
-from sidecar.security.files import CredentialFiles
+from sidecar.security.tls_state import CERT_DIR_ENV
 from sidecar.security.wiring import SidecarSecurity
+
+if TYPE_CHECKING:
+    from sidecar.security.files import CredentialFiles
 from sidecar.sources.base import Apply, SourceStats, offer, reject
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,10 @@ class StaticFileSource:
 
     def bind_credentials(self, security: SidecarSecurity) -> None:
         """Workload credentials from ``MESH_SIDECAR_CERT_DIR`` when set (``sidecar.security.files``)."""
+        if not os.environ.get(CERT_DIR_ENV):
+            return  # no mTLS material: the cryptography package is never loaded
+        from sidecar.security.files import CredentialFiles
+
         self._credentials = CredentialFiles.from_env(security.tls)
         if self._credentials is not None:
             self._credentials.load()  # before the first snapshot, so mTLS listeners serve from the start
