@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from mesh.model.parse import parse_snapshot
@@ -204,3 +205,18 @@ def json_body(raw: bytes) -> dict[str, Any]:
     _head, _, body = raw.partition(b"\r\n\r\n")
     decoded: dict[str, Any] = json.loads(body[: body.index(b"}\n") + 1] if b"}\n" in body else body)
     return decoded
+
+
+def port_of(sidecar: SidecarServer) -> int:
+    """The port of a sidecar's only listener."""
+    return next(listening.port for listening in sidecar._listeners.values())
+
+
+async def get(port: int, host: str, path: str = "/", headers: dict[str, str] | None = None) -> int:
+    """The status of ``GET path`` with ``Host: host`` through the listener on ``port``."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **(headers or {})}) as response,
+    ):
+        await response.read()
+        return response.status

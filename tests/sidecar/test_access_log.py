@@ -26,10 +26,9 @@ from sidecar.access_log import (
     parse_fields,
     parse_mode,
 )
-from sidecar.server import SidecarServer
 from sidecar.workers import plan_from_options
 from tests.sidecar.conftest import BackendFactory, SidecarFactory
-from tests.sidecar.helpers import cluster, http_config, simple_config
+from tests.sidecar.helpers import cluster, get, http_config, port_of, simple_config
 from tests.sidecar.test_cli_sidecar import MESH, sidecar_process_env, wait_ready
 
 
@@ -57,19 +56,6 @@ async def logged(log: AccessLog, sink: Collected, count: int) -> list[dict[str, 
     while len(sink.lines()) < count and time.monotonic() < deadline:  # noqa: ASYNC110 - the writer is a thread
         await asyncio.sleep(0.01)
     return sink.lines()
-
-
-def port_of(sidecar: SidecarServer) -> int:
-    return next(listening.port for listening in sidecar._listeners.values())
-
-
-async def get(port: int, host: str, path: str = "/", headers: dict[str, str] | None = None) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **(headers or {})}) as response,
-    ):
-        await response.read()
-        return response.status
 
 
 def routes(*entries: dict[str, Any]) -> list[dict[str, Any]]:

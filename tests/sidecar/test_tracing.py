@@ -30,7 +30,6 @@ from typer.testing import CliRunner
 
 from mesh.cli import app
 from sidecar.access_log import AccessLog, AccessLogSettings
-from sidecar.server import SidecarServer
 from sidecar.tracing import (
     SpanRecorder,
     TracingSettings,
@@ -42,7 +41,7 @@ from sidecar.tracing import (
     traces_url,
 )
 from tests.sidecar.conftest import BackendFactory, SidecarFactory
-from tests.sidecar.helpers import Backend, cluster, http_config, serve_app, simple_config
+from tests.sidecar.helpers import Backend, cluster, get, http_config, port_of, serve_app, simple_config
 from tests.sidecar.test_cli_sidecar import MESH, free_port, sidecar_process_env, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,19 +131,6 @@ def traced_log(collector: Collector, ratio: float, service: str = "", **extra: A
     """An access log that writes no lines (ratio 0) and exports spans to ``collector``."""
     settings = TracingSettings(collector.url, ratio, service=service, flush_interval_s=0.05, **extra)
     return AccessLog(AccessLogSettings(0.0, tracing=settings), lambda data: None)
-
-
-def port_of(sidecar: SidecarServer) -> int:
-    return next(listening.port for listening in sidecar._listeners.values())
-
-
-async def get(port: int, host: str, path: str = "/", headers: dict[str, str] | None = None) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **(headers or {})}) as response,
-    ):
-        await response.read()
-        return response.status
 
 
 def forwarded(backend: Backend, index: int = -1) -> list[str]:
