@@ -19,20 +19,19 @@ from typing import Any, Final
 from aiohttp import web
 
 from discovery.client_models import RegistryError
-from mesh.control.plane import ControlPlane
+from mesh.control.api import PLANE
 from mesh.control.topology import TopologyScraper
 from mesh.rules.checks import check_rules
 from mesh.rules.documents import RuleError
 from mesh.rules.warnings import warnings_for
 
 SCRAPER: Final = web.AppKey("topology_scraper", TopologyScraper)
-OBSERVE_PLANE: Final = web.AppKey("observe_plane", ControlPlane)
 UI_FILES: Final = {"index.html": "text/html", "ui.js": "text/javascript", "ui.css": "text/css"}
 HEALTH_CONCURRENCY = 16
 
 
-def add_observe_routes(app: web.Application, plane: ControlPlane, scraper: TopologyScraper) -> None:
-    app[OBSERVE_PLANE] = plane
+def add_observe_routes(app: web.Application, scraper: TopologyScraper) -> None:
+    """On an app from ``mesh.control.api.build_app`` (the views read its control plane)."""
     app[SCRAPER] = scraper
     app.add_routes(
         [
@@ -51,7 +50,7 @@ async def topology(request: web.Request) -> web.Response:
 
 
 async def services(request: web.Request) -> web.Response:
-    plane = request.app[OBSERVE_PLANE]
+    plane = request.app[PLANE]
     client = plane.client
     try:
         catalog = (await client.catalog_services()).value
@@ -86,7 +85,7 @@ async def services(request: web.Request) -> web.Response:
 
 
 async def rules(request: web.Request) -> web.Response:
-    state = request.app[OBSERVE_PLANE].state
+    state = request.app[PLANE].state
     items: list[dict[str, Any]] = []
     for item in state.listing():
         key = item.key

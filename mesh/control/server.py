@@ -83,7 +83,7 @@ class ControlServer:
         config = self.config
         self.rollouts = await start_rollouts(self.plane, config.store, config.data_dir / DB_NAME, config.consul_prefix)
         add_rollout_routes(app, self.rollouts)
-        add_observe_routes(app, self.plane, self.topology)
+        add_observe_routes(app, self.topology)
         self._runner, self.port = await start_site(app, self._host, self.port)
         replica = self.config.replica_id or f"{socket.gethostname()}:{self.port}"
         self.plane.replica = replica
