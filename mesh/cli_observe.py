@@ -16,8 +16,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mesh.cli_control import ControlAddr, ControlToken
 from mesh.control.client import ControlApiError, ControlClient
-from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, cli_token
+from mesh.control.tokens import cli_token
 
 
 def _rps(value: float) -> str:
@@ -98,24 +99,8 @@ def _fetch(client: ControlClient) -> Group:
 
 
 def top_command(
-    control_addr: Annotated[
-        str,
-        typer.Option(
-            "--control-addr",
-            envvar="MESH_CONTROL_ADDR",
-            help="The control plane's URL (default http://127.0.0.1:15010).",
-            show_default=False,
-        ),
-    ] = "",
-    token: Annotated[
-        str,
-        typer.Option(
-            "--token",
-            envvar=TOKEN_ENV,
-            help=f"The control plane's token (needed with --token-reads); {TOKEN_FILE_ENV} names a file holding it.",
-            show_default=False,
-        ),
-    ] = "",
+    control_addr: ControlAddr = "",
+    token: ControlToken = "",  # needed when the control plane runs with --token-reads
     interval: Annotated[
         float, typer.Option("--interval", envvar="MESH_TOP_INTERVAL", help="Seconds between refreshes.")
     ] = 2.0,

@@ -220,3 +220,13 @@ async def get(port: int, host: str, path: str = "/", headers: dict[str, str] | N
     ):
         await response.read()
         return response.status
+
+
+async def get_ok(port: int, host: str, count: int) -> None:
+    """``count`` sequential ``GET /`` with ``Host: host`` on one keep-alive session, each answered 200."""
+    url = f"http://127.0.0.1:{port}/"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            async with session.get(url, headers={"Host": host}) as response:
+                assert response.status == 200
+                await response.read()

@@ -28,7 +28,7 @@ from sidecar.access_log import (
 )
 from sidecar.workers import plan_from_options
 from tests.sidecar.conftest import BackendFactory, SidecarFactory
-from tests.sidecar.helpers import cluster, get, http_config, port_of, simple_config
+from tests.sidecar.helpers import cluster, get, get_ok, http_config, port_of, simple_config
 from tests.sidecar.test_cli_sidecar import MESH, sidecar_process_env, wait_ready
 
 
@@ -165,12 +165,7 @@ async def test_sampled_ratio_is_within_tolerance(
     log = AccessLog(AccessLogSettings(0.25), sink, rng=random.Random(7))
     sidecar = await sidecar_factory(simple_config([backend]), access_log=log)
     n = 400
-    url = f"http://127.0.0.1:{port_of(sidecar)}/"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(n):
-            async with session.get(url, headers={"Host": "web"}) as response:
-                assert response.status == 200
-                await response.read()
+    await get_ok(port_of(sidecar), "web", n)
     lines = await logged(log, sink, 1)
     await asyncio.sleep(0.05)
     lines = sink.lines()
@@ -191,13 +186,8 @@ async def test_a_stuck_sink_never_blocks_requests_and_drops_are_counted(
     log = AccessLog(AccessLogSettings(1.0), stuck, flush_bytes=1, max_queued=2)
     sidecar = await sidecar_factory(simple_config([backend]), access_log=log)
     n = 40
-    url = f"http://127.0.0.1:{port_of(sidecar)}/"
     started = time.monotonic()
-    async with aiohttp.ClientSession() as session:
-        for _ in range(n):
-            async with session.get(url, headers={"Host": "web"}) as response:
-                assert response.status == 200
-                await response.read()
+    await get_ok(port_of(sidecar), "web", n)
     elapsed = time.monotonic() - started
     assert elapsed < 5.0  # far below the 10 s the sink would hold a blocking writer
     assert log.entries == n

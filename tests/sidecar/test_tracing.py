@@ -41,7 +41,7 @@ from sidecar.tracing import (
     traces_url,
 )
 from tests.sidecar.conftest import BackendFactory, SidecarFactory
-from tests.sidecar.helpers import Backend, cluster, get, http_config, port_of, serve_app, simple_config
+from tests.sidecar.helpers import Backend, cluster, get, get_ok, http_config, port_of, serve_app, simple_config
 from tests.sidecar.test_cli_sidecar import MESH, free_port, sidecar_process_env, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -366,12 +366,7 @@ async def test_sampling_ratio_is_respected(
     )  # the same exporter path, a seeded draw
     sidecar = await sidecar_factory(simple_config([backend]), access_log=log)
     n = 400
-    url = f"http://127.0.0.1:{port_of(sidecar)}/"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(n):
-            async with session.get(url, headers={"Host": "web"}) as response:
-                assert response.status == 200
-                await response.read()
+    await get_ok(port_of(sidecar), "web", n)
     sampled_flags = sum(forwarded(backend, i)[3] == "01" for i in range(n))
     spans = await collector.wait_for(sampled_flags)
     await asyncio.sleep(0.1)
