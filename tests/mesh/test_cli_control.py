@@ -261,9 +261,9 @@ async def test_mesh_control_process_uses_the_replica_id_flag(registry: RegistryS
         assert await asyncio.wait_for(proc.wait(), 30.0) == 0
 
 
-async def start_control_process(registry: RegistryServer, data_dir: Path, *extra: str) -> tuple[Any, str]:
-    """``mesh control`` as a real process; returns it and its URL once it listens."""
-    proc = await asyncio.create_subprocess_exec(
+async def spawn_control(registry: RegistryServer, data_dir: Path, *extra: str) -> asyncio.subprocess.Process:
+    """``mesh control`` as a real process on a free port, its stderr (JSON log lines) piped."""
+    return await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("mesh")),
         "control",
         "--http-addr",
@@ -274,6 +274,11 @@ async def start_control_process(registry: RegistryServer, data_dir: Path, *extra
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "CONSUL_HTTP_ADDR": registry.url},
     )
+
+
+async def start_control_process(registry: RegistryServer, data_dir: Path, *extra: str) -> tuple[Any, str]:
+    """``mesh control`` as a real process; returns it and its URL once it listens."""
+    proc = await spawn_control(registry, data_dir, *extra)
     assert proc.stderr is not None
     listening: dict[str, Any] = {}
     while listening.get("msg") != "control plane listening":
@@ -323,20 +328,8 @@ def test_ca_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
 
 
 async def test_an_unreadable_ca_file_is_a_clear_error(registry: RegistryServer, tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("mesh")),
-        "control",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--ca-cert",
-        str(tmp_path / "missing.pem"),
-        "--ca-key",
-        str(tmp_path / "missing-key.pem"),
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "CONSUL_HTTP_ADDR": registry.url},
-    )
+    missing = ("--ca-cert", str(tmp_path / "missing.pem"), "--ca-key", str(tmp_path / "missing-key.pem"))
+    proc = await spawn_control(registry, tmp_path / "data", *missing)
     _, err = await asyncio.wait_for(proc.communicate(), 30.0)
     assert proc.returncode == 1
     assert "CA: cannot read the CA certificate" in err.decode()
