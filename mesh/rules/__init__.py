@@ -3,6 +3,6 @@
 ``documents`` turns a request body (YAML documents, JSON, ``kind: List``) into validated
 ``resource.Resource`` values; each kind has its module (``virtual_service``,
 ``destination_rule``, ``service_entry``, ``security``); ``ruleset`` indexes the rules in force;
-``checks`` finds conflicts and dangling subset references; ``warnings`` lists what is accepted
-but not enforced yet. Every error is a ``ConfigError`` naming the field path.
+``checks`` finds conflicts and dangling subset references; ``warnings`` lists fields that are
+accepted but not enforced. Every error is a ``ConfigError`` naming the field path.
 """
