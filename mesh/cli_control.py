@@ -25,6 +25,7 @@ from mesh.control.auth import ControlAuth
 from mesh.control.certificates import CaSettings
 from mesh.control.client import ControlApiError, ControlClient
 from mesh.control.explain_policies import describe_cluster_policies, describe_route_policies
+from mesh.control.jwks import DEFAULT_REFRESH_S
 from mesh.control.plane import PlaneSettings
 from mesh.control.server import DEFAULT_HTTP_ADDR, ControlConfig, serve
 from mesh.control.store_consul import DEFAULT_PREFIX
@@ -174,6 +175,15 @@ def control_command(
             help="Seconds between scrapes of sidecars' /metrics for the topology (GET /v1/mesh/topology, /ui).",
         ),
     ] = 5.0,
+    jwks_refresh: Annotated[
+        float,
+        typer.Option(
+            "--jwks-refresh",
+            envvar="MESH_CONTROL_JWKS_REFRESH",
+            help="Seconds between fetches of each RequestAuthentication key set (jwksUri, OpenID discovery); "
+            "a failed fetch keeps the last good keys (Istio's default: 20 minutes).",
+        ),
+    ] = DEFAULT_REFRESH_S,
     log_level: Annotated[
         str, typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
@@ -201,6 +211,8 @@ def control_command(
         raise typer.BadParameter(str(exc), param_hint="--trust-domain") from None
     if not scrape_interval > 0:
         raise typer.BadParameter(f"expected seconds > 0, got {scrape_interval}", param_hint="--scrape-interval")
+    if not jwks_refresh > 0:
+        raise typer.BadParameter(f"expected seconds > 0, got {jwks_refresh}", param_hint="--jwks-refresh")
     configure_logging(log_level)
     config = ControlConfig(
         scrape_interval=scrape_interval,
@@ -209,7 +221,7 @@ def control_command(
         store="consul" if store == "consul" else "sqlite",
         consul_prefix=consul_prefix,
         replica_id=replica_id,
-        settings=PlaneSettings(),
+        settings=PlaneSettings(jwks_refresh=jwks_refresh),
         auth=auth,
         ca=CaSettings(trust_domain=trust_domain, cert_file=ca_cert, key_file=ca_key, bundle_file=ca_bundle),
     )

@@ -17,7 +17,7 @@ _ERROR = {
 _RESOURCE = {
     "type": "object",
     "description": "An Istio resource: VirtualService, DestinationRule, ServiceEntry (networking.istio.io/v1), "
-    "PeerAuthentication, AuthorizationPolicy (security.istio.io/v1).",
+    "PeerAuthentication, AuthorizationPolicy, RequestAuthentication (security.istio.io/v1).",
     "required": ["apiVersion", "kind", "metadata", "spec"],
     "properties": {
         "apiVersion": {"type": "string", "example": "networking.istio.io/v1"},

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from mesh.control import metrics
 from mesh.control.changes import Plan, plan_apply, plan_delete
 from mesh.control.explain import explain_request
 from mesh.control.explain_security import security_view
+from mesh.control.jwks import DEFAULT_REFRESH_S, KeySetCache
 from mesh.control.push import Pusher
 from mesh.control.sidecars import SidecarRecord, demand_name
 from mesh.control.state import ConfigState
@@ -62,6 +63,7 @@ class PlaneSettings:
     connected_within: float = 90.0  # a sidecar seen this recently counts as connected
     status_ttl: float = 15.0  # shared status: a replica without a heartbeat for this long is dead
     status_flush: float = 0.5  # shared status: how often changed sidecar entries are published
+    jwks_refresh: float = DEFAULT_REFRESH_S  # how often RequestAuthentication key sets are fetched again
 
 
 class ControlPlane:
@@ -79,6 +81,7 @@ class ControlPlane:
             coalesce=self.settings.coalesce,
             first_answer_timeout=self.settings.first_answer_timeout,
         )
+        self.key_sets = KeySetCache(self._key_sets_changed, refresh_s=self.settings.jwks_refresh)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -112,6 +115,7 @@ class ControlPlane:
         self._tasks = []
         if self.share is not None:
             await self.share.close()
+        await self.key_sets.close()
         await self.watches.close()
         await self.store.close()
 
@@ -119,6 +123,7 @@ class ControlPlane:
 
     async def apply(self, resources: Sequence[Resource], *, dry_run: bool = False) -> Plan:
         """Apply all of ``resources`` or none; ``dry_run`` validates and plans only."""
+        await self.key_sets.ensure(resources)  # a JWT rule's keys must be fetchable before it is accepted
         async with self._lock:
             for _ in range(_COMMIT_ATTEMPTS):
                 plan = plan_apply(self.state, resources, _now())
@@ -152,12 +157,18 @@ class ControlPlane:
         if state.version < self.state.version:
             return
         changed = state.version != self.state.version or state is not self.state
-        self.state = state
+        self.key_sets.track(state.rules.resources.values())
+        self.state = replace(state, rules=state.rules.with_key_sets(self.key_sets.current))
         metrics.CONFIG_VERSION.set(state.version)
         for kind in KINDS:
             metrics.RESOURCES.labels(kind).set(len(state.listing(kind)))
         if changed:
             self.pusher.rules_changed()
+
+    def _key_sets_changed(self) -> None:
+        """A JWT key set was fetched or rotated: the snapshots that carry it change."""
+        self.state = replace(self.state, rules=self.state.rules.with_key_sets(self.key_sets.current))
+        self.pusher.rules_changed()
 
     async def _follow_store(self) -> None:
         while True:

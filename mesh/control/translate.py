@@ -236,6 +236,7 @@ class _Translator:
             self._client_tls_mode,
             self._expected_identity,
             trust_domain=DEFAULT_TRUST_DOMAIN,
+            key_sets=self.rules.key_sets,
         )
         snapshot = Snapshot("", bootstrap.listeners, tables, clusters, security)
         pending = frozenset(name for name in self.services if name not in self.catalog)

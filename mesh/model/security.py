@@ -1,5 +1,5 @@
 """The security section of a sidecar snapshot: its inbound mTLS mode, the authorization policies
-selecting it, and which upstream endpoints speak mTLS (pure; parse and dump here too).
+and JWT rules selecting it, and which upstream endpoints speak mTLS (pure; parse and dump here too).
 
 The control plane computes it per sidecar (``mesh.control.translate``): the mode from the
 ``PeerAuthentication`` resources (``resolve_mtls_mode``), the ``AuthorizationPolicy`` resources
@@ -15,10 +15,16 @@ selecting the workload, and the mesh endpoints (registry instances fronted by a 
         - namespace: default
           name: deny-delete
           spec: {action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}
+      request_authentication:     # RequestAuthentication specs; keys inline (jwks), never jwksUri
+        - namespace: default
+          name: jwt-example
+          spec: {jwtRules: [{issuer: "https://issuer.example", jwks: '{"keys": [...]}'}]}
 
 A snapshot without the section (``DISABLED``) serves plaintext only and enforces nothing, as
 before mesh security existed. Policy specs keep their source data so the snapshot can be sent
-to the sidecar as JSON and read back unchanged.
+to the sidecar as JSON and read back unchanged. A sidecar never fetches keys: the control plane
+resolves ``jwksUri`` (and OpenID discovery) and sends the key set inline; a JWT rule without
+``jwks`` has no keys (its fetch failed), so its tokens are rejected.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from mesh.model.reader import REQUIRED, ConfigError, Fields, show
 from mesh.rules.fields import Reader
+from mesh.rules.request_authentication import JwtRule, RequestAuthenticationSpec, parse_request_authentication
 from mesh.rules.security import AuthorizationPolicySpec, parse_authorization_policy
 from mesh.security.authz import NamedPolicy
 from mesh.security.identity import DEFAULT_TRUST_DOMAIN
@@ -62,6 +69,16 @@ class PolicyEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestAuthEntry:
+    """One ``RequestAuthentication`` selecting the workload, keys inline, with its source spec."""
+
+    namespace: str
+    name: str
+    spec: RequestAuthenticationSpec
+    data: Mapping[str, Any] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityConfig:
     """``mtls_mode``/``port_modes``: the inbound listeners' mode (a port's own mode wins);
     ``policies``: the authorization policies selecting this workload; ``mtls_endpoints``:
@@ -75,6 +92,7 @@ class SecurityConfig:
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     # endpoint key → the identity its server must present, as ``ns/<namespace>/sa/<service>`` (when known)
     expected_identities: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    request_authentication: tuple[RequestAuthEntry, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.port_modes, MappingProxyType):
@@ -87,6 +105,11 @@ class SecurityConfig:
 
     def named_policies(self) -> tuple[NamedPolicy, ...]:
         return tuple(entry.named() for entry in self.policies)
+
+    def jwt_rules(self) -> tuple[JwtRule, ...]:
+        """Every JWT rule of the policies selecting the workload (Istio merges them; the first rule
+        for an issuer wins)."""
+        return tuple(rule for entry in self.request_authentication for rule in entry.spec.jwt_rules)
 
 
 DISABLED = SecurityConfig()
@@ -143,6 +166,7 @@ def parse_security(data: object, path: str = "security") -> SecurityConfig:
             obj.at("mtls_identities"), f"must map 'host:port' to 'ns/<namespace>/sa/<service>', got {show(identities)}"
         )
     policies = obj.list_of("authorization", _parse_policy)
+    request_authentication = obj.list_of("request_authentication", _parse_request_authentication)
     obj.finish()
     return SecurityConfig(
         True,
@@ -152,6 +176,7 @@ def parse_security(data: object, path: str = "security") -> SecurityConfig:
         frozenset(endpoints),
         trust_domain,
         {str(k): v for k, v in identities.items()},
+        tuple(request_authentication),
     )
 
 
@@ -167,6 +192,24 @@ def _parse_policy(data: object, path: str) -> PolicyEntry:
     return PolicyEntry(namespace, name, spec, MappingProxyType(dict(reader.data)))
 
 
+def _parse_request_authentication(data: object, path: str) -> RequestAuthEntry:
+    obj = Fields(data, path)
+    namespace = obj.string("namespace", REQUIRED)
+    name = obj.string("name", REQUIRED)
+    spec_data = obj.take("spec", REQUIRED)
+    obj.finish()
+    reader = Reader(spec_data, obj.at("spec"))
+    spec = parse_request_authentication(reader)
+    reader.finish()
+    for i, rule in enumerate(spec.jwt_rules):
+        if rule.jwks_uri:
+            raise ConfigError(
+                f"{obj.at('spec')}.jwtRules[{i}].jwksUri",
+                "a sidecar does not fetch keys: give the key set inline (jwks); the control plane does this for you",
+            )
+    return RequestAuthEntry(namespace, name, spec, MappingProxyType(dict(reader.data)))
+
+
 def security_to_dict(security: SecurityConfig) -> dict[str, Any]:
     return {
         "trust_domain": security.trust_domain,
@@ -176,6 +219,10 @@ def security_to_dict(security: SecurityConfig) -> dict[str, Any]:
         "authorization": [
             {"namespace": entry.namespace, "name": entry.name, "spec": dict(entry.data)} for entry in security.policies
         ],
+        "request_authentication": [
+            {"namespace": entry.namespace, "name": entry.name, "spec": dict(entry.data)}
+            for entry in security.request_authentication
+        ],
     }
 
 
@@ -184,6 +231,7 @@ __all__ = [
     "MODES",
     "TLS_MODE_LABELS",
     "PolicyEntry",
+    "RequestAuthEntry",
     "SecurityConfig",
     "is_mesh_endpoint",
     "local_ports",

@@ -18,6 +18,7 @@ from typing import Any
 from mesh.model.reader import REQUIRED, ConfigError, show
 from mesh.rules.destination_rule import DestinationRuleSpec, parse_destination_rule
 from mesh.rules.fields import Reader, check_dns_label, check_label_key, check_resource_name
+from mesh.rules.request_authentication import RequestAuthenticationSpec, parse_request_authentication
 from mesh.rules.security import (
     AuthorizationPolicySpec,
     PeerAuthenticationSpec,
@@ -31,7 +32,14 @@ DEFAULT_NAMESPACE = "default"
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
 
-Spec = VirtualServiceSpec | DestinationRuleSpec | ServiceEntrySpec | PeerAuthenticationSpec | AuthorizationPolicySpec
+Spec = (
+    VirtualServiceSpec
+    | DestinationRuleSpec
+    | ServiceEntrySpec
+    | PeerAuthenticationSpec
+    | AuthorizationPolicySpec
+    | RequestAuthenticationSpec
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,14 @@ KINDS: dict[str, KindInfo] = {
             "authorizationpolicies",
             ("ap",),
             parse_authorization_policy,
+        ),
+        KindInfo(
+            "RequestAuthentication",
+            SECURITY,
+            ("v1", "v1beta1"),
+            "requestauthentications",
+            ("ra",),
+            parse_request_authentication,
         ),
     )
 }

@@ -9,12 +9,17 @@ own, other entries name namespaces. Lookups for a sidecar in namespace ``ns``:
 - ``destination_rule_for(host, ns)``: Istio's order: a rule in the client's namespace, then in
   the service's namespace, then any other exported one; an exact host before a wildcard.
 - ``service_entry_for(name, ns)``: the ServiceEntry listing ``name`` (exact before wildcard).
+
+``key_sets`` holds what is not in the rules themselves but translation needs: the JSON Web Key
+Sets the control plane fetched for ``RequestAuthentication`` rules, by key source (a ``jwksUri``
+or ``openid:<issuer>``; ``mesh.control.jwks``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from mesh.rules.destination_rule import DestinationRuleSpec
 from mesh.rules.hosts import HostRef, resolve_host
@@ -73,6 +78,10 @@ class RuleSet:
     virtual_services: tuple[VirtualServiceRule, ...] = ()
     destination_rules: tuple[DestinationRuleRule, ...] = ()
     service_entries: tuple[ServiceEntryRule, ...] = ()
+    key_sets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def with_key_sets(self, key_sets: Mapping[str, str]) -> RuleSet:
+        return self if key_sets == self.key_sets else replace(self, key_sets=MappingProxyType(dict(key_sets)))
 
     @classmethod
     def build(cls, resources: Iterable[Resource]) -> RuleSet:

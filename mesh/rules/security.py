@@ -6,7 +6,8 @@ non-empty ``operation``; a ``when`` condition needs a known key and ``values`` o
 ``portLevelMtls`` needs a selector. An empty rule (``rules: [{}]``) is valid and matches every
 request (so ``action: DENY`` with it denies everything, Istio's "deny all"). Valid Istio this mesh
 cannot evaluate is rejected, never ignored: ``action: CUSTOM`` (external authorizers), path
-templates (``{*}``), JWT claims in conditions, ``targetRef``.
+templates (``{*}``), ``targetRef``. The ``request.auth.*`` keys see what ``RequestAuthentication``
+verified (``mesh.rules.request_authentication``).
 
 The sidecars enforce them (``sidecar.security``; the control plane puts the mode and the
 policies selecting each workload into its snapshot, ``mesh.control.translate_security``).
@@ -43,12 +44,16 @@ CONDITION_KEYS = (
     "source.namespace",
     "source.principal",
     "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims[<name>]",
     "destination.ip",
     "destination.port",
     "connection.sni",
 )
 _HEADER_KEY = re.compile(r"request\.headers\[([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\]")
-_UNSUPPORTED_KEYS = ("request.auth.audiences", "request.auth.presenter", "request.auth.claims", "experimental.")
+_CLAIM_KEY = re.compile(r"request\.auth\.claims((?:\[[^\[\]]+\])+)")
+_UNSUPPORTED_KEYS = ("experimental.",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +216,9 @@ def _condition(obj: Reader) -> Condition:
     if key.startswith("request.headers"):
         if not _HEADER_KEY.fullmatch(key):
             raise ConfigError(key_path, f"must be request.headers[<header name>], got {key!r}")
+    elif key.startswith("request.auth.claims"):
+        if not _CLAIM_KEY.fullmatch(key):
+            raise ConfigError(key_path, f"must be request.auth.claims[<name>] (nested: [<a>][<b>]), got {key!r}")
     elif key not in CONDITION_KEYS:
         raise ConfigError(key_path, f"unknown condition key {key!r} (known: {', '.join(CONDITION_KEYS)})")
     for field, items in (("values", values), ("notValues", not_values)):
@@ -233,6 +241,12 @@ def header_condition_name(key: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+def claim_condition_path(key: str) -> tuple[str, ...] | None:
+    """``("a", "b")`` for ``request.auth.claims[a][b]``; None for other keys."""
+    match = _CLAIM_KEY.fullmatch(key)
+    return tuple(match.group(1)[1:-1].split("][")) if match else None
+
+
 __all__ = [
     "ACTIONS",
     "CONDITION_KEYS",
@@ -243,6 +257,7 @@ __all__ = [
     "Operation",
     "PeerAuthenticationSpec",
     "Source",
+    "claim_condition_path",
     "header_condition_name",
     "parse_authorization_policy",
     "parse_peer_authentication",

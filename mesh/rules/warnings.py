@@ -37,7 +37,7 @@ def warnings_for(resource: Resource) -> list[Warning]:
         return _destination_rule(spec)
     if isinstance(spec, ServiceEntrySpec):
         return _service_entry(spec)
-    return []  # PeerAuthentication and AuthorizationPolicy are enforced by the sidecars (docs/security.md)
+    return []  # the security kinds are enforced by the sidecars (docs/security.md)
 
 
 def route_warnings(route: HttpRoute, path: str) -> list[Warning]:

@@ -41,8 +41,10 @@ from mesh.rules.security import (
     Operation,
     PeerAuthenticationSpec,
     Source,
+    claim_condition_path,
     header_condition_name,
 )
+from mesh.security.claims import audiences_of, claim_values
 from mesh.security.identity import SCHEME
 
 ROOT_NAMESPACE = "istio-system"
@@ -58,7 +60,8 @@ class RequestAttributes:
     source_principal: str = ""  # the peer's SPIFFE ID, with or without spiffe:// ("" without mTLS)
     source_ip: str = ""
     remote_ip: str = ""  # the original client (X-Forwarded-For); the source IP when not known
-    request_principal: str = ""  # a JWT's iss/sub: this mesh has no request authentication, so ""
+    request_principal: str = ""  # a verified JWT's "<iss>/<sub>" (RequestAuthentication), "" without one
+    request_claims: Mapping[str, Any] = field(default_factory=dict)  # that JWT's claims
     destination_ip: str = ""
     destination_port: int = 0
     protocol: Protocol = "http"
@@ -212,6 +215,8 @@ def _condition_matches(condition: Condition, a: RequestAttributes, tcp: bool) ->
         return _strings(values, not_values, a.source_namespace, required=True)
     if key == "request.auth.principal":
         return tcp or _strings(values, not_values, a.request_principal, required=True)
+    if key.startswith("request.auth."):
+        return tcp or _any_of(values, not_values, _auth_values(key, a.request_claims))
     if key == "connection.sni":
         return _strings(values, not_values, a.sni)
     return False  # validation admits no other key; an unknown one never matches
@@ -224,7 +229,23 @@ def _uses_http_fields(rule: AuthorizationRule) -> bool:
     for op in rule.operations:
         if op.hosts or op.not_hosts or op.methods or op.not_methods or op.paths or op.not_paths:
             return True
-    return any(header_condition_name(c.key) is not None or c.key == "request.auth.principal" for c in rule.conditions)
+    return any(header_condition_name(c.key) is not None or c.key.startswith("request.auth.") for c in rule.conditions)
+
+
+def _auth_values(key: str, claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The verified token's values for ``request.auth.audiences`` / ``presenter`` / ``claims[...]``."""
+    if key == "request.auth.audiences":
+        return audiences_of(claims)
+    if key == "request.auth.presenter":
+        presenter = claims.get("azp")
+        return (presenter,) if isinstance(presenter, str) else ()
+    path = claim_condition_path(key)
+    return claim_values(claims, path) if path else ()
+
+
+def _any_of(values: Sequence[str], not_values: Sequence[str], actual: Sequence[str]) -> bool:
+    """A multi-valued attribute (a list claim, the audiences): a pattern matches when it matches one element."""
+    return _field(values, not_values, lambda pattern: any(string_matches(pattern, item) for item in actual))
 
 
 # === value matching ===

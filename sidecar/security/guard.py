@@ -1,18 +1,26 @@
-"""What an inbound listener port enforces under one snapshot: its mTLS mode and its authorization
-policies, compiled once per snapshot (pure, no sockets).
+"""What an inbound listener port enforces under one snapshot: its mTLS mode, its JWT rules and its
+authorization policies, compiled once per snapshot (pure, no sockets).
 
-``InboundGuard.plain_only`` (mode DISABLE and no policy selects the workload) lets the listener
-accept with its ordinary protocol: such traffic pays nothing for security. Otherwise a decision
-is ``None`` (allowed) or the ``Decision`` that denied, naming the policy and rule.
+``InboundGuard.plain_only`` (mode DISABLE, no JWT rule and no policy selects the workload) lets
+the listener accept with its ordinary protocol: such traffic pays nothing for security.
+Otherwise a decision is ``None`` (allowed) or the ``Decision`` that denied, naming the policy and
+rule. The JWT authenticator (``mesh.security.jwt``, which loads the JOSE library) is built only
+for a snapshot with JWT rules; guards compare by their rules, not by that object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from mesh.model.security import local_ports
 from mesh.model.snapshot import Snapshot
+from mesh.rules.request_authentication import JwtRule
 from mesh.security.authz import Decision, NamedPolicy, RequestAttributes, evaluate
+
+if TYPE_CHECKING:
+    from mesh.security.jwt import JwtAuthenticator
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,24 +28,36 @@ class InboundGuard:
     mode: str  # STRICT, PERMISSIVE or DISABLE
     port: int  # the destination port policies see: the workload's (app) port, as in Istio
     policies: tuple[NamedPolicy, ...]
+    jwt_rules: tuple[JwtRule, ...] = ()
+    authenticator: JwtAuthenticator | None = field(default=None, compare=False, repr=False)
 
     @property
     def plain_only(self) -> bool:
-        return self.mode == "DISABLE" and not self.policies
+        return self.mode == "DISABLE" and not self.policies and not self.jwt_rules
 
     @property
     def tls(self) -> bool:
         return self.mode != "DISABLE"
 
     def check_http(
-        self, principal: str, source_ip: str, method: str, path: str, host: str, headers: dict[str, str]
+        self,
+        principal: str,
+        source_ip: str,
+        method: str,
+        path: str,
+        host: str,
+        headers: dict[str, str],
+        request_principal: str = "",
+        claims: Mapping[str, Any] | None = None,
     ) -> Decision | None:
-        """None when allowed, else the denying decision."""
+        """None when allowed, else the denying decision. ``request_principal``/``claims``: a verified JWT's."""
         if not self.policies:
             return None
         attributes = RequestAttributes(
             source_principal=principal,
             source_ip=source_ip,
+            request_principal=request_principal,
+            request_claims=claims or {},
             destination_port=self.port,
             protocol="http",
             method=method,
@@ -67,7 +87,13 @@ def compile_guard(snapshot: Snapshot, listener_name: str, port: int) -> InboundG
     listener = snapshot.listener(listener_name)
     ports = local_ports(listener, snapshot.route_tables, snapshot.clusters) if listener is not None else set()
     destination_port = next(iter(ports)) if len(ports) == 1 else port
-    return InboundGuard(security.mode_for(port), destination_port, security.named_policies())
+    rules = security.jwt_rules()
+    authenticator = None
+    if rules:
+        from mesh.security.jwt import JwtAuthenticator  # the JOSE library loads only for JWT rules
+
+        authenticator = JwtAuthenticator(rules)
+    return InboundGuard(security.mode_for(port), destination_port, security.named_policies(), rules, authenticator)
 
 
 def denial_body(decision: Decision) -> str:

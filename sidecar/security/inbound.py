@@ -11,6 +11,11 @@
   (after the handshake OpenSSL has verified the chain against the trust bundle) and apply the
   port's authorization policies: HTTP requests that are denied get 403 ``RBAC: access denied``
   with the deciding policy; TCP connections that are denied are reset.
+- Before authorization, an HTTP request's JWT is verified (``RequestAuthentication``, Envoy's
+  jwt_authn): an invalid token gets 401 with Envoy's message and ``www-authenticate``; a valid
+  one gives authorization the request principal and claims, its header is removed unless
+  ``forwardOriginalToken``, and ``outputPayloadToHeader`` / ``outputClaimToHeaders`` are written
+  (replacing whatever the client sent under those names).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 import uvloop
 import uvloop.loop as uvloop_loop
 
+from mesh.security.claims import Authenticated, Rejected, claim_header_value
 from sidecar.http1.downstream import DownstreamConnection
 from sidecar.http1.exchange import PAUSE_QUEUE
 from sidecar.http1.framing import HttpError, RequestHead
@@ -175,6 +181,23 @@ class GuardedDownstream(DownstreamConnection):
         if self.lingering or self.error is not None:
             return
         guard = self.guard
+        user: Authenticated | None = None
+        authenticator = guard.authenticator
+        if authenticator is not None:
+            outcome = authenticator.authenticate(head.headers, head.query)
+            stats = self.security_stats
+            if outcome is None:
+                stats.jwt(self.context.name, "missing")
+            elif isinstance(outcome, Rejected):
+                stats.jwt(self.context.name, "denied")
+                realm = f"http://{head.host.decode('latin-1')}{head.path}"
+                challenge = (("www-authenticate", f'Bearer realm="{_quoted(realm)}", error="invalid_token"'),)
+                self._refuse(401, outcome.message, challenge)
+                return
+            else:
+                stats.jwt(self.context.name, "allowed")
+                user = outcome
+                _rewrite_headers(head, outcome)
         if guard.policies:
             headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in head.headers}
             decision = guard.check_http(
@@ -184,27 +207,51 @@ class GuardedDownstream(DownstreamConnection):
                 head.path,
                 head.host.decode("latin-1"),
                 headers,
+                user.principal if user is not None else "",
+                user.claims if user is not None else None,
             )
             if decision is not None:
-                self._deny(denial_body(decision), decision.policy or "")
+                self.security_stats.denied(self.context.name, "http", decision.policy or "")
+                self._refuse(403, denial_body(decision), (("x-mesh-response-flags", "RBAC"),))
                 return
         super().on_request(head)
 
-    def _deny(self, body: str, policy: str) -> None:
-        self.security_stats.denied(self.context.name, "http", policy)
-        log.debug("request denied", extra={"listener": self.context.name, "principal": self.principal})
-        self.receiving = None  # the denied request's body goes nowhere
-        error = HttpError(403, body)
+    def _refuse(self, status: int, body: str, headers: tuple[tuple[str, str], ...]) -> None:
+        log.debug("request refused", extra={"listener": self.context.name, "principal": self.principal})
+        self.receiving = None  # the refused request's body goes nowhere
+        error = HttpError(status, body)
         if self.current is None:
             transport = self.transport
             if transport is not None and not self.closed:
-                headers = (("x-mesh-response-flags", "RBAC"),)
-                transport.write(error_response(403, body, close=True, headers=headers))
+                transport.write(error_response(status, body, close=True, headers=headers))
             self.error = error
             self.close(linger=True)
             return
         self.error = error  # answered after the response in progress, then the connection closes
         self.pause_for(PAUSE_QUEUE)
+
+
+def _rewrite_headers(head: RequestHead, user: Authenticated) -> None:
+    """The verified request's header edits: the token's header goes (unless forwarded), the outputs
+    replace any field of the same name the client sent."""
+    rule = user.rule
+    outputs: list[tuple[bytes, bytes]] = []
+    if rule.output_payload_to_header:
+        outputs.append((rule.output_payload_to_header.encode("latin-1"), user.payload.encode("latin-1")))
+    for header, claim in rule.output_claim_to_headers:
+        value = claim_header_value(user.claims, claim)
+        if value is not None and "\r" not in value and "\n" not in value and "\0" not in value:
+            outputs.append((header.encode("latin-1"), value.encode("utf-8")))
+    drop = {name for name, _ in outputs}
+    if not rule.forward_original_token and user.location.kind == "header":
+        drop.add(user.location.name.encode("latin-1"))
+    if drop:
+        head.headers[:] = [item for item in head.headers if item[0].lower() not in drop]
+    head.headers.extend(outputs)
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 class GuardedTcpDownstream(TcpDownstream):

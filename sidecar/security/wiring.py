@@ -42,6 +42,7 @@ class SecurityStats:
         self._tls = tls
         self.connections: dict[str, int] = {}  # by how the inbound connection was taken
         self.rbac: dict[tuple[str, str, str], int] = {}  # (listener, protocol, policy) → denials
+        self.jwt_outcomes: dict[tuple[str, str], int] = {}  # (listener, allowed | denied | missing) → requests
         self.renewals: dict[str, int] = {}  # issued / failed
 
     def count(self, kind: str) -> None:
@@ -50,6 +51,10 @@ class SecurityStats:
     def denied(self, listener: str, protocol: str, policy: str) -> None:
         key = (listener, protocol, policy)
         self.rbac[key] = self.rbac.get(key, 0) + 1
+
+    def jwt(self, listener: str, result: str) -> None:
+        key = (listener, result)
+        self.jwt_outcomes[key] = self.jwt_outcomes.get(key, 0) + 1
 
     def renewal(self, result: str) -> None:
         self.renewals[result] = self.renewals.get(result, 0) + 1
@@ -72,6 +77,15 @@ class SecurityStats:
         for (listener, protocol, policy), value in sorted(self.rbac.items()):
             rbac.add_metric([listener, protocol, policy], value)
         yield rbac
+        jwt = CounterMetricFamily(
+            "mesh_sidecar_jwt_authn",
+            "Requests by what RequestAuthentication found: a valid token (allowed), an invalid one (denied, 401), "
+            "none (missing: authorization decides)",
+            labels=["listener", "result"],
+        )
+        for (listener, result), value in sorted(self.jwt_outcomes.items()):
+            jwt.add_metric([listener, result], value)
+        yield jwt
         renewals = CounterMetricFamily(
             "mesh_sidecar_certificate_requests", "Certificate requests to the mesh CA by result", labels=["result"]
         )
@@ -127,7 +141,8 @@ class InboundSecurity:
             return self._plain()
         if not guard.tls:
             return self._guarded(guard)
-        plain: Callable[[], asyncio.Protocol] = (lambda: self._guarded(guard)) if guard.policies else self._plain
+        checks = guard.policies or guard.jwt_rules
+        plain: Callable[[], asyncio.Protocol] = (lambda: self._guarded(guard)) if checks else self._plain
         security = self._security
         return TlsSniffer(guard.mode == "STRICT", security.tls, plain, lambda: self._guarded(guard), security.stats)
 

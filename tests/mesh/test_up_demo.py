@@ -303,3 +303,36 @@ async def test_mesh_up_demo_strict_mtls_and_istio_authorization_task(demo: Demo,
         assert served(body)[1].startswith("reviews-v")
         for review in body["reviews"]["reviews"]:
             assert "error" not in review.get("rating", {})  # reviews -> ratings allowed by its identity
+
+
+def demo_token(*args: str) -> str:
+    """A token from the example's own minting script, run as a user would run it."""
+    script = BOOKINFO / "jwt" / "make_token.py"
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.slow
+async def test_mesh_up_demo_istio_jwt_task(demo: Demo, http: aiohttp.ClientSession) -> None:
+    """examples/bookinfo's RequestAuthentication and the policies requiring a token (and a group claim)."""
+
+    async def status(token: str | None) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        async with http.get(demo.productpage, params={"format": "json"}, headers=headers) as r:
+            return r.status, await r.text()
+
+    await apply(http, demo, "request-authentication-productpage.yaml")
+    assert (await status(None))[0] == 200  # no token: still allowed
+    assert (await status(demo_token()))[0] == 200
+    assert await status(demo_token("--expires", "-3600")) == (401, "Jwt is expired\n")
+    assert (await status("not.a.token"))[0] == 401
+
+    await apply(http, demo, "authorization-policy-require-jwt.yaml")
+    code, text = await status(None)
+    assert code == 403
+    assert "RBAC: access denied" in text
+    assert (await status(demo_token()))[0] == 200
+
+    await apply(http, demo, "authorization-policy-require-jwt-group.yaml")
+    assert (await status(demo_token()))[0] == 403
+    assert (await status(demo_token("--groups", "group2,group1")))[0] == 200

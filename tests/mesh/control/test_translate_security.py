@@ -10,6 +10,7 @@ from mesh.model.dump import snapshot_to_dict
 from mesh.model.parse import parse_snapshot
 from tests.mesh.control.helpers import BOOTSTRAP, instance, profile, rules
 from tests.mesh.rules.helpers import doc, dr, vs
+from tests.mesh.security.jwt_keys import ISSUER, jwks, rsa_key
 
 MESH = {"mesh-tls-mode": "istio"}
 
@@ -118,3 +119,29 @@ def test_expected_identities_of_mesh_endpoints() -> None:
         "10.0.0.1:9080": "ns/default/sa/reviews",
         "10.0.0.2:9080": "ns/default/sa/reviews",
     }
+
+
+def test_request_authentication_travels_with_its_keys_inline() -> None:
+    keys = jwks(rsa_key())
+    by_uri = doc(
+        "RequestAuthentication",
+        "jwt",
+        {
+            "selector": {"matchLabels": {"app": "ratings"}},
+            "jwtRules": [{"issuer": ISSUER, "jwksUri": "https://issuer.example.com/keys", "audiences": ["web"]}],
+        },
+        "default",
+    )
+    unfetched = doc("RequestAuthentication", "other", {"jwtRules": [{"issuer": "https://other.example"}]}, "default")
+    elsewhere = doc("RequestAuthentication", "shop", {"jwtRules": [{"issuer": "https://shop.example"}]}, "shop")
+    ruleset = rules(by_uri, unfetched, elsewhere).with_key_sets({"https://issuer.example.com/keys": keys})
+    translation = translate(inbound_profile(), ruleset, {})
+    security = translation.snapshot.security
+    assert [entry.name for entry in security.request_authentication] == ["jwt", "other"]
+    first, second = security.jwt_rules()
+    assert (first.jwks, first.jwks_uri, first.audiences) == (keys, "", ("web",))
+    assert (second.jwks, second.jwks_uri) == ("", "")  # discovery not answered yet: no keys, tokens rejected
+    dumped = snapshot_to_dict(replace(translation.snapshot, version="1"))
+    rule_data = dumped["security"]["request_authentication"][0]["spec"]["jwtRules"][0]
+    assert rule_data == {"issuer": ISSUER, "jwks": keys, "audiences": ["web"]}
+    assert parse_snapshot(dumped) == replace(translation.snapshot, version="1")

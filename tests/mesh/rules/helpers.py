@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mesh.rules.resource import Resource, parse_resource
+from mesh.rules.resource import KINDS, Resource, parse_resource
 
 
 def vs(name: str = "reviews", namespace: str | None = None, **spec: Any) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def se(name: str = "httpbin", namespace: str | None = None, **spec: Any) -> dict
 
 
 def _doc(kind: str, name: str, namespace: str | None, spec: dict[str, Any]) -> dict[str, Any]:
-    group = "security.istio.io" if kind in ("PeerAuthentication", "AuthorizationPolicy") else "networking.istio.io"
+    group = KINDS[kind].group
     metadata: dict[str, Any] = {"name": name}
     if namespace is not None:
         metadata["namespace"] = namespace

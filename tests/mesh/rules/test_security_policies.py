@@ -71,7 +71,12 @@ def rule(**parts: Any) -> dict[str, Any]:
         (rule(when=[{"key": "request.host", "values": ["a"]}]), "spec.rules[0].when[0].key", "unknown condition key"),
         (rule(when=[{"key": "request.headers[]", "values": ["a"]}]), "spec.rules[0].when[0].key", "header name"),
         (
-            rule(when=[{"key": "request.auth.claims[iss]", "values": ["a"]}]),
+            rule(when=[{"key": "request.auth.claims[]", "values": ["a"]}]),
+            "spec.rules[0].when[0].key",
+            "request.auth.claims[<name>]",
+        ),
+        (
+            rule(when=[{"key": "experimental.envoy.filters.a", "values": ["a"]}]),
             "spec.rules[0].when[0].key",
             "not supported",
         ),

@@ -586,3 +586,54 @@ def test_oldest_policy_wins_within_a_level() -> None:
     newer = peer("b-new", "shop", {"mtls": {"mode": "DISABLE"}})
     assert resolve_mtls_mode([older, newer], "shop", REVIEWS).policy == "shop/a-old"
     assert resolve_mtls_mode([newer, older], "shop", REVIEWS).policy == "shop/b-new"
+
+
+# === end-user identity (RequestAuthentication) ===
+
+CLAIMS = {
+    "iss": "https://issuer.example.com",
+    "sub": "alice",
+    "aud": ["web", "api"],
+    "azp": "frontend",
+    "groups": ["dev", "ops"],
+    "org": {"team": "payments"},
+}
+ALICE = "https://issuer.example.com/alice"
+
+
+@pytest.mark.parametrize(
+    ("spec", "principal", "claims", "allowed"),
+    [
+        ({"rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}, ALICE, CLAIMS, True),
+        ({"rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}, "", {}, False),  # no token
+        (
+            {"rules": [{"from": [{"source": {"requestPrincipals": ["https://issuer.example.com/*"]}}]}]},
+            ALICE,
+            CLAIMS,
+            True,
+        ),
+        ({"rules": [{"from": [{"source": {"notRequestPrincipals": [ALICE]}}]}]}, ALICE, CLAIMS, False),
+        ({"rules": [{"when": [{"key": "request.auth.claims[groups]", "values": ["ops"]}]}]}, ALICE, CLAIMS, True),
+        ({"rules": [{"when": [{"key": "request.auth.claims[groups]", "values": ["admin"]}]}]}, ALICE, CLAIMS, False),
+        ({"rules": [{"when": [{"key": "request.auth.claims[groups]", "notValues": ["dev"]}]}]}, ALICE, CLAIMS, False),
+        ({"rules": [{"when": [{"key": "request.auth.claims[org][team]", "values": ["pay*"]}]}]}, ALICE, CLAIMS, True),
+        ({"rules": [{"when": [{"key": "request.auth.audiences", "values": ["api"]}]}]}, ALICE, CLAIMS, True),
+        ({"rules": [{"when": [{"key": "request.auth.presenter", "values": ["frontend"]}]}]}, ALICE, CLAIMS, True),
+        ({"rules": [{"when": [{"key": "request.auth.principal", "values": [ALICE]}]}]}, ALICE, CLAIMS, True),
+        ({"rules": [{"when": [{"key": "request.auth.claims[groups]", "values": ["dev"]}]}]}, "", {}, False),
+    ],
+)
+def test_request_principals_and_claims(
+    spec: dict[str, Any], principal: str, claims: dict[str, Any], allowed: bool
+) -> None:
+    decision = evaluate(request(request_principal=principal, request_claims=claims), [policy("jwt", spec)])
+    assert decision.allowed is allowed, decision.reason
+
+
+def test_claim_rules_never_allow_tcp_and_deny_it_as_istio() -> None:
+    allow = policy("allow", {"rules": [{"when": [{"key": "request.auth.claims[groups]", "values": ["dev"]}]}]})
+    deny = policy(
+        "deny", {"action": "DENY", "rules": [{"when": [{"key": "request.auth.claims[groups]", "values": ["x"]}]}]}
+    )
+    assert not evaluate(request(protocol="tcp"), [allow]).allowed
+    assert not evaluate(request(protocol="tcp"), [deny]).allowed  # a DENY rule ignores HTTP-only conditions
