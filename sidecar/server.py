@@ -118,7 +118,7 @@ class SidecarServer:
                 empty_snapshot(), None, self.metrics, rng=self._rng, resilience=self.resilience, access_log=access_log
             )
         )
-        self.security = SidecarSecurity(self.holder)  # credentials, mTLS and authorization (sidecar.security)
+        self.security = SidecarSecurity(self.holder)  # credentials, mTLS, authorization, rate limits (sidecar.security)
         self.metrics.add_collector(self.security.stats.collect)
         self.pools.tls_for = self.security.outbound_context
         self.pools.tls_check = self.security.check_server
@@ -160,6 +160,7 @@ class SidecarServer:
         self._listeners.clear()
         await self.pools.close()
         await self.resilience.close()
+        await self.security.close()
         if self.access_log is not None:
             await self.access_log.close()
         if self._admin is not None:

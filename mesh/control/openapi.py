@@ -17,7 +17,8 @@ _ERROR = {
 _RESOURCE = {
     "type": "object",
     "description": "An Istio resource: VirtualService, DestinationRule, ServiceEntry (networking.istio.io/v1), "
-    "PeerAuthentication, AuthorizationPolicy, RequestAuthentication (security.istio.io/v1).",
+    "PeerAuthentication, AuthorizationPolicy, RequestAuthentication (security.istio.io/v1), "
+    "RateLimitPolicy (policy.pymesh.io/v1alpha1).",
     "required": ["apiVersion", "kind", "metadata", "spec"],
     "properties": {
         "apiVersion": {"type": "string", "example": "networking.istio.io/v1"},

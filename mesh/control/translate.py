@@ -42,6 +42,7 @@ from typing import Any, Literal
 from lb import Endpoint
 from mesh.control.instances import Instance, Labels, exclusion_reason
 from mesh.control.policy import DEFAULT_SETTINGS, ClusterSettings, cluster_settings
+from mesh.control.translate_ratelimit import rate_limits_for
 from mesh.control.translate_security import security_section
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.hosts import endpoint_key, service_domains
@@ -238,7 +239,8 @@ class _Translator:
             trust_domain=DEFAULT_TRUST_DOMAIN,
             key_sets=self.rules.key_sets,
         )
-        snapshot = Snapshot("", bootstrap.listeners, tables, clusters, security)
+        limits = rate_limits_for(self.profile.namespace, tuple(self.profile.labels), self.rules.resources.values())
+        snapshot = Snapshot("", bootstrap.listeners, tables, clusters, security, bootstrap.rate_limits + limits)
         pending = frozenset(name for name in self.services if name not in self.catalog)
         return Translation(
             snapshot,

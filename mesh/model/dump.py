@@ -21,6 +21,7 @@ from mesh.model.policies import (
     Redirect,
     RetryPolicy,
 )
+from mesh.model.ratelimit import rate_limits_to_list
 from mesh.model.security import security_to_dict
 from mesh.model.snapshot import Cluster, HeaderMatch, Listener, QueryMatch, Route, RouteMatch, RouteTable, Snapshot
 
@@ -33,6 +34,7 @@ def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
         "route_tables": [_route_table_to_dict(table) for table in snapshot.route_tables.values()],
         "clusters": [_cluster_to_dict(cluster) for cluster in snapshot.clusters.values()],
         **({"security": security_to_dict(snapshot.security)} if snapshot.security.enabled else {}),
+        **({"rate_limits": rate_limits_to_list(snapshot.rate_limits)} if snapshot.rate_limits else {}),
     }
 
 

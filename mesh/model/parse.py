@@ -32,6 +32,7 @@ from mesh.model.parse_policies import (
 )
 from mesh.model.policies import DEFAULT_CIRCUIT_BREAKERS
 from mesh.model.probes import parse_workload
+from mesh.model.ratelimit import parse_rate_limits
 from mesh.model.reader import (
     REQUIRED,
     ConfigError,
@@ -104,6 +105,7 @@ def parse_snapshot(data: object, *, version: str | None = None) -> Snapshot:
     listeners = _named_list(top, "listeners", _parse_listener)
     security_data = top.take("security", None)
     security = DISABLED if security_data is None else parse_security(security_data, "security")
+    rate_limits = parse_rate_limits(top.take("rate_limits", []))
     workload = top.take("workload", None)
     if workload is not None:  # read by the sidecar at start (sidecar.probes); checked here so a bad edit is a NACK
         parse_workload(workload)
@@ -115,6 +117,7 @@ def parse_snapshot(data: object, *, version: str | None = None) -> Snapshot:
         route_tables=MappingProxyType({item.name: item for _, item in route_tables}),
         clusters=MappingProxyType({item.name: item for _, item in clusters}),
         security=security,
+        rate_limits=rate_limits,
     )
 
 

@@ -43,6 +43,7 @@ from mesh.model.policies import (
     Redirect,
     RetryPolicy,
 )
+from mesh.model.ratelimit import RateLimitEntry
 from mesh.model.security import DISABLED, SecurityConfig
 
 Protocol = Literal["http", "tcp"]
@@ -317,6 +318,7 @@ class Snapshot:
     route_tables: Mapping[str, RouteTable] = field(default_factory=lambda: MappingProxyType({}))
     clusters: Mapping[str, Cluster] = field(default_factory=lambda: MappingProxyType({}))
     security: SecurityConfig = DISABLED  # mTLS mode, authorization policies, mesh endpoints (mesh.model.security)
+    rate_limits: tuple[RateLimitEntry, ...] = ()  # RateLimitPolicy specs selecting the workload (mesh.model.ratelimit)
 
     def __post_init__(self) -> None:
         # Accept plain dicts from callers but never keep a mutable mapping.

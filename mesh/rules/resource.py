@@ -18,6 +18,8 @@ from typing import Any
 from mesh.model.reader import REQUIRED, ConfigError, show
 from mesh.rules.destination_rule import DestinationRuleSpec, parse_destination_rule
 from mesh.rules.fields import Reader, check_dns_label, check_label_key, check_resource_name
+from mesh.rules.ratelimit import GROUP as RATELIMIT_GROUP
+from mesh.rules.ratelimit import RateLimitPolicySpec, parse_rate_limit_policy
 from mesh.rules.request_authentication import RequestAuthenticationSpec, parse_request_authentication
 from mesh.rules.security import (
     AuthorizationPolicySpec,
@@ -39,6 +41,7 @@ Spec = (
     | PeerAuthenticationSpec
     | AuthorizationPolicySpec
     | RequestAuthenticationSpec
+    | RateLimitPolicySpec
 )
 
 
@@ -94,6 +97,14 @@ KINDS: dict[str, KindInfo] = {
             "requestauthentications",
             ("ra",),
             parse_request_authentication,
+        ),
+        KindInfo(
+            "RateLimitPolicy",
+            RATELIMIT_GROUP,
+            ("v1alpha1",),
+            "ratelimitpolicies",
+            ("rl",),
+            parse_rate_limit_policy,
         ),
     )
 }

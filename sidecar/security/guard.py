@@ -1,8 +1,8 @@
-"""What an inbound listener port enforces under one snapshot: its mTLS mode, its JWT rules and its
-authorization policies, compiled once per snapshot (pure, no sockets).
+"""What an inbound listener port enforces under one snapshot: its mTLS mode, its JWT rules, its
+authorization policies and its rate limits, compiled once per snapshot (no sockets).
 
 ``InboundGuard.plain_only`` (mode DISABLE, no JWT rule and no policy selects the workload) lets
-the listener accept with its ordinary protocol: such traffic pays nothing for security.
+the listener accept with its ordinary protocol: such traffic pays nothing for security or limits.
 Otherwise a decision is ``None`` (allowed) or the ``Decision`` that denied, naming the policy and
 rule. The JWT authenticator (``mesh.security.jwt``, which loads the JOSE library) is built only
 for a snapshot with JWT rules; guards compare by their rules, not by that object.
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mesh.model.ratelimit import RateLimitEntry
 from mesh.model.security import local_ports
 from mesh.model.snapshot import Snapshot
 from mesh.rules.request_authentication import JwtRule
@@ -21,6 +22,7 @@ from mesh.security.authz import Decision, NamedPolicy, RequestAttributes, evalua
 
 if TYPE_CHECKING:
     from mesh.security.jwt import JwtAuthenticator
+    from sidecar.ratelimit.limiter import InboundLimiter, RateLimitState
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +32,17 @@ class InboundGuard:
     policies: tuple[NamedPolicy, ...]
     jwt_rules: tuple[JwtRule, ...] = ()
     authenticator: JwtAuthenticator | None = field(default=None, compare=False, repr=False)
+    rate_limits: tuple[RateLimitEntry, ...] = ()
+    limiter: InboundLimiter | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def checks_requests(self) -> bool:
+        """Whether each request is looked at (JWT, authorization, rate limits)."""
+        return bool(self.policies or self.jwt_rules or self.rate_limits)
 
     @property
     def plain_only(self) -> bool:
-        return self.mode == "DISABLE" and not self.policies and not self.jwt_rules
+        return self.mode == "DISABLE" and not self.checks_requests
 
     @property
     def tls(self) -> bool:
@@ -78,7 +87,9 @@ class InboundGuard:
         return None if decision.allowed else decision
 
 
-def compile_guard(snapshot: Snapshot, listener_name: str, port: int) -> InboundGuard:
+def compile_guard(
+    snapshot: Snapshot, listener_name: str, port: int, limits: RateLimitState | None = None
+) -> InboundGuard:
     """The guard of inbound listener ``listener_name`` (configured on ``port``) under ``snapshot``.
 
     Policies name the workload's port (``to.operation.ports``, ``destination.port``): the app port
@@ -93,7 +104,16 @@ def compile_guard(snapshot: Snapshot, listener_name: str, port: int) -> InboundG
         from mesh.security.jwt import JwtAuthenticator  # the JOSE library loads only for JWT rules
 
         authenticator = JwtAuthenticator(rules)
-    return InboundGuard(security.mode_for(port), destination_port, security.named_policies(), rules, authenticator)
+    limiter = limits.compile(snapshot.rate_limits) if limits is not None else None
+    return InboundGuard(
+        security.mode_for(port),
+        destination_port,
+        security.named_policies(),
+        rules,
+        authenticator,
+        snapshot.rate_limits,
+        limiter,
+    )
 
 
 def denial_body(decision: Decision) -> str:

@@ -16,6 +16,8 @@
   one gives authorization the request principal and claims, its header is removed unless
   ``forwardOriginalToken``, and ``outputPayloadToHeader`` / ``outputClaimToHeaders`` are written
   (replacing whatever the client sent under those names).
+- After authorization, the workload's rate limits (``RateLimitPolicy``, ``sidecar.ratelimit``): a
+  request over a limit gets ``429`` with ``Retry-After`` and the ``x-ratelimit-*`` fields.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def _feed(protocol: Any, data: bytes) -> None:
 
 
 class GuardedDownstream(DownstreamConnection):
-    """An HTTP connection on a port with authorization policies (or mTLS): checks each request."""
+    """An HTTP connection on a port with request checks (JWT, authorization, rate limits) or mTLS."""
 
     __slots__ = ("guard", "principal", "security_stats")
 
@@ -213,6 +215,13 @@ class GuardedDownstream(DownstreamConnection):
             if decision is not None:
                 self.security_stats.denied(self.context.name, "http", decision.policy or "")
                 self._refuse(403, denial_body(decision), (("x-mesh-response-flags", "RBAC"),))
+                return
+        limiter = guard.limiter
+        if limiter is not None:
+            refusal = limiter.check(head.method.decode("latin-1"), head.path, head.header, self.client_ip)
+            if refusal is not None:
+                self.security_stats.rate_limited(self.context.name, refusal)
+                self._refuse(429, refusal.message, refusal.headers())
                 return
         super().on_request(head)
 

@@ -25,6 +25,7 @@ from mesh.model.hosts import endpoint_key
 from mesh.model.snapshot import Snapshot
 from sidecar.active import ConfigHolder
 from sidecar.http1.downstream import DownstreamConnection
+from sidecar.ratelimit.limiter import RateLimitState, Refusal
 from sidecar.security.guard import InboundGuard, compile_guard
 from sidecar.security.inbound import GuardedDownstream, GuardedTcpDownstream, TlsSniffer
 from sidecar.security.tls_state import TlsState
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
 class SecurityStats:
     """Counters for the security metrics (plain ints; exposed at scrape time)."""
 
-    def __init__(self, tls: TlsState) -> None:
+    def __init__(self, tls: TlsState, limits: RateLimitState | None = None) -> None:
         self._tls = tls
+        self._limits = limits
+        self.limited: dict[tuple[str, str, str], int] = {}  # (listener, policy, limit) → requests refused (429)
         self.connections: dict[str, int] = {}  # by how the inbound connection was taken
         self.rbac: dict[tuple[str, str, str], int] = {}  # (listener, protocol, policy) → denials
         self.jwt_outcomes: dict[tuple[str, str], int] = {}  # (listener, allowed | denied | missing) → requests
@@ -51,6 +54,10 @@ class SecurityStats:
     def denied(self, listener: str, protocol: str, policy: str) -> None:
         key = (listener, protocol, policy)
         self.rbac[key] = self.rbac.get(key, 0) + 1
+
+    def rate_limited(self, listener: str, refusal: Refusal) -> None:
+        key = (listener, refusal.policy, refusal.limit)
+        self.limited[key] = self.limited.get(key, 0) + 1
 
     def jwt(self, listener: str, result: str) -> None:
         key = (listener, result)
@@ -86,6 +93,23 @@ class SecurityStats:
         for (listener, result), value in sorted(self.jwt_outcomes.items()):
             jwt.add_metric([listener, result], value)
         yield jwt
+        limited = CounterMetricFamily(
+            "mesh_sidecar_ratelimited",
+            "Requests refused with 429 by a RateLimitPolicy limit",
+            labels=["listener", "policy", "limit"],
+        )
+        for (listener, policy, limit), value in sorted(self.limited.items()):
+            limited.add_metric([listener, policy, limit], value)
+        yield limited
+        down = GaugeMetricFamily(
+            "mesh_sidecar_ratelimit_shared_unavailable",
+            "1 while a shared limit cannot reach the registry (its failureMode decides), else 0",
+            labels=["policy", "limit"],
+        )
+        shared = self._limits.shared_down() if self._limits is not None else {}
+        for (policy, limit), value in sorted(shared.items()):
+            down.add_metric([policy, limit], 1.0 if value else 0.0)
+        yield down
         renewals = CounterMetricFamily(
             "mesh_sidecar_certificate_requests", "Certificate requests to the mesh CA by result", labels=["result"]
         )
@@ -131,7 +155,7 @@ class InboundSecurity:
         cached = self._cached
         if cached is not None and cached[0] is snapshot:
             return cached[1]
-        guard = compile_guard(snapshot, self.name, self.port)
+        guard = compile_guard(snapshot, self.name, self.port, self._security.limits)
         self._cached = (snapshot, guard)
         return guard
 
@@ -141,8 +165,7 @@ class InboundSecurity:
             return self._plain()
         if not guard.tls:
             return self._guarded(guard)
-        checks = guard.policies or guard.jwt_rules
-        plain: Callable[[], asyncio.Protocol] = (lambda: self._guarded(guard)) if checks else self._plain
+        plain: Callable[[], asyncio.Protocol] = (lambda: self._guarded(guard)) if guard.checks_requests else self._plain
         security = self._security
         return TlsSniffer(guard.mode == "STRICT", security.tls, plain, lambda: self._guarded(guard), security.stats)
 
@@ -153,7 +176,11 @@ class SidecarSecurity:
     def __init__(self, holder: ConfigHolder) -> None:
         self.holder = holder
         self.tls = TlsState()
-        self.stats = SecurityStats(self.tls)
+        self.limits = RateLimitState()
+        self.stats = SecurityStats(self.tls, self.limits)
+
+    async def close(self) -> None:
+        await self.limits.close()
 
     def inbound_http(self, context: HttpContext, port: int) -> InboundSecurity:
         stats = self.stats

@@ -336,3 +336,19 @@ async def test_mesh_up_demo_istio_jwt_task(demo: Demo, http: aiohttp.ClientSessi
     await apply(http, demo, "authorization-policy-require-jwt-group.yaml")
     assert (await status(demo_token()))[0] == 403
     assert (await status(demo_token("--groups", "group2,group1")))[0] == 200
+
+
+@pytest.mark.slow
+async def test_mesh_up_demo_rate_limits(demo: Demo, http: aiohttp.ClientSession) -> None:
+    """examples/bookinfo's RateLimitPolicy: 5 requests per user per 10 s at productpage, then 429."""
+    await apply(http, demo, "ratelimit-productpage.yaml")
+    codes = []
+    for _ in range(6):
+        async with http.get(demo.productpage, headers={"end-user": "jason"}) as r:
+            codes.append(r.status)
+            retry_after = r.headers.get("retry-after")
+    assert codes == [200] * 5 + [429]
+    assert retry_after is not None
+    assert 1 <= int(retry_after) <= 10
+    async with http.get(demo.productpage, headers={"end-user": "kim"}) as r:
+        assert r.status == 200  # another user, another bucket

@@ -31,11 +31,11 @@ def se(name: str = "httpbin", namespace: str | None = None, **spec: Any) -> dict
 
 
 def _doc(kind: str, name: str, namespace: str | None, spec: dict[str, Any]) -> dict[str, Any]:
-    group = KINDS[kind].group
+    info = KINDS[kind]
     metadata: dict[str, Any] = {"name": name}
     if namespace is not None:
         metadata["namespace"] = namespace
-    return {"apiVersion": f"{group}/v1", "kind": kind, "metadata": metadata, "spec": spec}
+    return {"apiVersion": f"{info.group}/{info.versions[0]}", "kind": kind, "metadata": metadata, "spec": spec}
 
 
 def doc(kind: str, name: str, spec: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
