@@ -30,6 +30,7 @@ from mesh.control.plane import PlaneSettings
 from mesh.control.server import DEFAULT_HTTP_ADDR, ControlConfig, serve
 from mesh.control.store_consul import DEFAULT_PREFIX
 from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, TokenError, cli_token, resolve_token
+from mesh.model.snapshot import OUTBOUND_POLICIES
 from mesh.rules.resource import kind_info, known_kinds
 from mesh.security.ca import CaError
 from mesh.security.identity import DEFAULT_TRUST_DOMAIN, IdentityError, check_trust_domain
@@ -184,6 +185,15 @@ def control_command(
             "a failed fetch keeps the last good keys (Istio's default: 20 minutes).",
         ),
     ] = DEFAULT_REFRESH_S,
+    outbound_traffic_policy: Annotated[
+        str,
+        typer.Option(
+            "--outbound-traffic-policy",
+            envvar="MESH_OUTBOUND_TRAFFIC_POLICY",
+            help="Requests for Hosts no route knows: REGISTRY_ONLY answers 404; ALLOW_ANY sends them where they "
+            "were headed (Istio's meshConfig.outboundTrafficPolicy.mode).",
+        ),
+    ] = "REGISTRY_ONLY",
     log_level: Annotated[
         str, typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
@@ -211,6 +221,11 @@ def control_command(
         raise typer.BadParameter(str(exc), param_hint="--trust-domain") from None
     if not scrape_interval > 0:
         raise typer.BadParameter(f"expected seconds > 0, got {scrape_interval}", param_hint="--scrape-interval")
+    if outbound_traffic_policy not in OUTBOUND_POLICIES:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(OUTBOUND_POLICIES)}, got {outbound_traffic_policy!r}",
+            param_hint="--outbound-traffic-policy",
+        )
     if not jwks_refresh > 0:
         raise typer.BadParameter(f"expected seconds > 0, got {jwks_refresh}", param_hint="--jwks-refresh")
     configure_logging(log_level)
@@ -221,7 +236,7 @@ def control_command(
         store="consul" if store == "consul" else "sqlite",
         consul_prefix=consul_prefix,
         replica_id=replica_id,
-        settings=PlaneSettings(jwks_refresh=jwks_refresh),
+        settings=PlaneSettings(jwks_refresh=jwks_refresh, outbound_traffic_policy=outbound_traffic_policy),
         auth=auth,
         ca=CaSettings(trust_domain=trust_domain, cert_file=ca_cert, key_file=ca_key, bundle_file=ca_bundle),
     )

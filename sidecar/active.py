@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from lb import Affinity, Balancer, LoadTracker, build_balancer
-from mesh.model.snapshot import Cluster, HeaderToAdd, Listener, Route, RouteTable, Snapshot
+from mesh.model.snapshot import PASSTHROUGH_ROUTE, Cluster, HeaderToAdd, Listener, Route, RouteTable, Snapshot
 from sidecar.metrics import UNKNOWN, IstioLabels, RequestStats, SidecarMetrics, UpstreamErrors
 from sidecar.resilience.metrics import ResilienceMetrics
 from sidecar.resilience.policy import ClusterResilience, Resilience, ResilienceConfig, RouteResilience
@@ -132,7 +132,8 @@ class ListenerRuntime:
 
     HTTP: the route table with a ``RouteRuntime`` per route (by identity) and a small cache of
     (host, method, path) → route, used only when no route looks at headers or the query string
-    (then those three decide the route alone). TCP: the cluster.
+    (then those three decide the route alone); ``passthrough``, on outbound listeners of an
+    ``ALLOW_ANY`` snapshot, the route for Hosts no route knows. TCP: the cluster.
     """
 
     __slots__ = (
@@ -143,6 +144,7 @@ class ListenerRuntime:
         "listener",
         "needs_headers",
         "no_route",
+        "passthrough",
         "routes",
         "start_traces",
         "table",
@@ -157,10 +159,17 @@ class ListenerRuntime:
         metrics: SidecarMetrics,
         resilience: ResilienceConfig,
         access_log: AccessLog | None = None,
+        passthrough: RouteResilience | None = None,
     ) -> None:
         self.listener = listener
         self.table = table
         self.cluster = cluster
+        self.passthrough: RouteRuntime | None = None
+        if passthrough is not None and table is not None and listener.direction == "outbound":
+            route = passthrough.route
+            self.passthrough = RouteRuntime(
+                route, clusters, _stats_for(metrics, listener, route.name, clusters), passthrough
+            )
         self.routes: dict[int, RouteRuntime] = {}
         self.needs_headers = False
         self.cacheable = True
@@ -284,12 +293,17 @@ def build_active(
         load.prune({e.key for e in cluster.endpoints})
         clusters[name] = ClusterRuntime(cluster, balancer, load, metrics.upstream_errors(name), cluster_res)
     frozen_clusters = MappingProxyType(clusters)
+    passthrough = None
+    if snapshot.outbound_traffic_policy == "ALLOW_ANY":
+        passthrough = RouteResilience(
+            PASSTHROUGH_ROUTE, resilience, resilience.metrics.fault_stats(PASSTHROUGH_ROUTE.name)
+        )
     listeners: dict[str, ListenerRuntime] = {}
     for listener in snapshot.listeners:
         table = snapshot.route_tables.get(listener.route_table) if listener.protocol == "http" else None
         cluster_rt = clusters.get(listener.cluster) if listener.protocol == "tcp" else None
         listeners[listener.name] = ListenerRuntime(
-            listener, table, cluster_rt, frozen_clusters, metrics, res_config, access_log
+            listener, table, cluster_rt, frozen_clusters, metrics, res_config, access_log, passthrough
         )
     return ActiveConfig(snapshot, frozen_clusters, MappingProxyType(listeners), clock(), res_config, access_log)
 

@@ -37,7 +37,9 @@ from mesh.control.store import RuleStore, StaleState, StoreError
 from mesh.control.translate import Profile, Translation
 from mesh.control.watches import ServiceWatches
 from mesh.model.parse import parse_snapshot
+from mesh.model.snapshot import OutboundPolicy
 from mesh.rules.resource import KINDS, Resource, ResourceKey
+from mesh.rules.ruleset import RuleSet
 from mesh.security.identity import DEFAULT_TRUST_DOMAIN, IdentityError, SpiffeId
 
 log = logging.getLogger("mesh.control")
@@ -64,6 +66,7 @@ class PlaneSettings:
     status_ttl: float = 15.0  # shared status: a replica without a heartbeat for this long is dead
     status_flush: float = 0.5  # shared status: how often changed sidecar entries are published
     jwks_refresh: float = DEFAULT_REFRESH_S  # how often RequestAuthentication key sets are fetched again
+    outbound_traffic_policy: OutboundPolicy = "REGISTRY_ONLY"  # for Hosts no route knows (docs/control-plane.md)
 
 
 class ControlPlane:
@@ -158,16 +161,19 @@ class ControlPlane:
             return
         changed = state.version != self.state.version or state is not self.state
         self.key_sets.track(state.rules.resources.values())
-        self.state = replace(state, rules=state.rules.with_key_sets(self.key_sets.current))
+        self.state = replace(state, rules=self._with_context(state))
         metrics.CONFIG_VERSION.set(state.version)
         for kind in KINDS:
             metrics.RESOURCES.labels(kind).set(len(state.listing(kind)))
         if changed:
             self.pusher.rules_changed()
 
+    def _with_context(self, state: ConfigState) -> RuleSet:
+        return state.rules.with_context(self.key_sets.current, self.settings.outbound_traffic_policy)
+
     def _key_sets_changed(self) -> None:
         """A JWT key set was fetched or rotated: the snapshots that carry it change."""
-        self.state = replace(self.state, rules=self.state.rules.with_key_sets(self.key_sets.current))
+        self.state = replace(self.state, rules=self._with_context(self.state))
         self.pusher.rules_changed()
 
     async def _follow_store(self) -> None:

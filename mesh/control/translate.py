@@ -51,6 +51,7 @@ from mesh.model.snapshot import (
     Cluster,
     HeaderMatch,
     HeaderToAdd,
+    OutboundPolicy,
     QueryMatch,
     Route,
     RouteMatch,
@@ -240,7 +241,10 @@ class _Translator:
             key_sets=self.rules.key_sets,
         )
         limits = rate_limits_for(self.profile.namespace, tuple(self.profile.labels), self.rules.resources.values())
-        snapshot = Snapshot("", bootstrap.listeners, tables, clusters, security, bootstrap.rate_limits + limits)
+        # ALLOW_ANY when the mesh says so (mesh control --outbound-traffic-policy) or the sidecar's own config does
+        policies = (bootstrap.outbound_traffic_policy, self.rules.outbound_traffic_policy)
+        policy: OutboundPolicy = "ALLOW_ANY" if "ALLOW_ANY" in policies else "REGISTRY_ONLY"
+        snapshot = Snapshot("", bootstrap.listeners, tables, clusters, security, bootstrap.rate_limits + limits, policy)
         pending = frozenset(name for name in self.services if name not in self.catalog)
         return Translation(
             snapshot,

@@ -35,6 +35,11 @@ def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
         "clusters": [_cluster_to_dict(cluster) for cluster in snapshot.clusters.values()],
         **({"security": security_to_dict(snapshot.security)} if snapshot.security.enabled else {}),
         **({"rate_limits": rate_limits_to_list(snapshot.rate_limits)} if snapshot.rate_limits else {}),
+        **(
+            {"outbound_traffic_policy": snapshot.outbound_traffic_policy}
+            if snapshot.outbound_traffic_policy != "REGISTRY_ONLY"
+            else {}
+        ),
     }
 
 
@@ -242,6 +247,8 @@ def _cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
         out["outlier_detection"] = _outlier_to_dict(cluster.outlier_detection)
     if cluster.health_check is not None:
         out["health_check"] = _health_check_to_dict(cluster.health_check)
+    if cluster.original_destination:
+        out["original_destination"] = True
     return out
 
 

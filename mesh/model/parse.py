@@ -52,10 +52,12 @@ from mesh.model.snapshot import (
     DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
     DEFAULT_ROUTE_TIMEOUT_S,
     MAX_REQUESTS_PER_CONNECTION,
+    OUTBOUND_POLICIES,
     Cluster,
     HeaderMatch,
     HeaderToAdd,
     Listener,
+    OutboundPolicy,
     QueryMatch,
     Route,
     RouteMatch,
@@ -106,6 +108,7 @@ def parse_snapshot(data: object, *, version: str | None = None) -> Snapshot:
     security_data = top.take("security", None)
     security = DISABLED if security_data is None else parse_security(security_data, "security")
     rate_limits = parse_rate_limits(top.take("rate_limits", []))
+    outbound_policy = top.choice("outbound_traffic_policy", OUTBOUND_POLICIES, "REGISTRY_ONLY")
     workload = top.take("workload", None)
     if workload is not None:  # read by the sidecar at start (sidecar.probes); checked here so a bad edit is a NACK
         parse_workload(workload)
@@ -118,6 +121,7 @@ def parse_snapshot(data: object, *, version: str | None = None) -> Snapshot:
         clusters=MappingProxyType({item.name: item for _, item in clusters}),
         security=security,
         rate_limits=rate_limits,
+        outbound_traffic_policy=cast(OutboundPolicy, outbound_policy),
     )
 
 
@@ -417,7 +421,12 @@ def _parse_cluster(data: object, path: str) -> Cluster:
     breakers = obj.nested("circuit_breakers", parse_circuit_breakers, DEFAULT_CIRCUIT_BREAKERS)
     outlier = obj.nested("outlier_detection", parse_outlier_detection, None)
     health_check = obj.nested("health_check", parse_health_check, None)
+    original_destination = obj.flag("original_destination", False)
     obj.finish()
+    if original_destination and (endpoints or service):
+        raise ConfigError(
+            obj.at("original_destination"), "an original-destination cluster has no endpoints and no service"
+        )
     return Cluster(
         name=name,
         lb=policy,
@@ -431,6 +440,7 @@ def _parse_cluster(data: object, path: str) -> Cluster:
         circuit_breakers=breakers,
         outlier_detection=outlier,
         health_check=health_check,
+        original_destination=original_destination,
     )
 
 

@@ -271,6 +271,8 @@ class Cluster:
     requests (Envoy's ``max_requests_per_connection``; 1 turns keep-alive off; 0: unlimited).
     ``circuit_breakers`` (always in force, Envoy's defaults), ``outlier_detection`` and
     ``health_check`` (``None``: off) are in ``mesh.model.policies``.
+    ``original_destination`` (Envoy's ORIGINAL_DST cluster): no configured endpoints; each request
+    goes where it was headed, the name and port of its Host (port 80 when none).
     """
 
     name: str
@@ -285,6 +287,7 @@ class Cluster:
     circuit_breakers: CircuitBreakers = DEFAULT_CIRCUIT_BREAKERS
     outlier_detection: OutlierDetection | None = None
     health_check: HealthCheck | None = None
+    original_destination: bool = False
 
     @property
     def affinity(self) -> Affinity | None:
@@ -311,7 +314,13 @@ class Listener:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One complete, validated configuration. ``version`` identifies it (ACK/NACK, /config_dump)."""
+    """One complete, validated configuration. ``version`` identifies it (ACK/NACK, /config_dump).
+
+    ``outbound_traffic_policy`` is Istio's ``meshConfig.outboundTrafficPolicy.mode`` for requests
+    on outbound listeners whose Host no route knows: ``REGISTRY_ONLY`` answers 404 (Envoy's NR),
+    ``ALLOW_ANY`` passes them to where they were headed through ``PassthroughCluster`` (an
+    ``original_destination`` cluster the snapshot then always has).
+    """
 
     version: str
     listeners: tuple[Listener, ...] = ()
@@ -319,6 +328,7 @@ class Snapshot:
     clusters: Mapping[str, Cluster] = field(default_factory=lambda: MappingProxyType({}))
     security: SecurityConfig = DISABLED  # mTLS mode, authorization policies, mesh endpoints (mesh.model.security)
     rate_limits: tuple[RateLimitEntry, ...] = ()  # RateLimitPolicy specs selecting the workload (mesh.model.ratelimit)
+    outbound_traffic_policy: OutboundPolicy = "REGISTRY_ONLY"
 
     def __post_init__(self) -> None:
         # Accept plain dicts from callers but never keep a mutable mapping.
@@ -326,6 +336,9 @@ class Snapshot:
             _freeze(self, "route_tables", MappingProxyType(dict(self.route_tables)))
         if not isinstance(self.clusters, MappingProxyType):
             _freeze(self, "clusters", MappingProxyType(dict(self.clusters)))
+        if self.outbound_traffic_policy == "ALLOW_ANY" and PASSTHROUGH_CLUSTER not in self.clusters:
+            clusters = {**self.clusters, PASSTHROUGH_CLUSTER: PASSTHROUGH}
+            _freeze(self, "clusters", MappingProxyType(clusters))
 
     def listener(self, name: str) -> Listener | None:
         """The listener called ``name``, if any."""
@@ -333,6 +346,15 @@ class Snapshot:
             if listener.name == name:
                 return listener
         return None
+
+
+OutboundPolicy = Literal["REGISTRY_ONLY", "ALLOW_ANY"]
+OUTBOUND_POLICIES: tuple[OutboundPolicy, ...] = ("REGISTRY_ONLY", "ALLOW_ANY")
+PASSTHROUGH_CLUSTER = "PassthroughCluster"  # Envoy's name, which Istio's metrics show
+PASSTHROUGH = Cluster(PASSTHROUGH_CLUSTER, original_destination=True)
+PASSTHROUGH_ROUTE = Route(
+    "allow_any", RouteMatch(path_prefix="/"), (WeightedCluster(PASSTHROUGH_CLUSTER),), timeout_s=None
+)  # Istio's route for ALLOW_ANY: no timeout (a pass-through may be a long download)
 
 
 # === the domain index (request-time virtual-host lookup) ===

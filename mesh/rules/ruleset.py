@@ -10,9 +10,10 @@ own, other entries name namespaces. Lookups for a sidecar in namespace ``ns``:
   the service's namespace, then any other exported one; an exact host before a wildcard.
 - ``service_entry_for(name, ns)``: the ServiceEntry listing ``name`` (exact before wildcard).
 
-``key_sets`` holds what is not in the rules themselves but translation needs: the JSON Web Key
-Sets the control plane fetched for ``RequestAuthentication`` rules, by key source (a ``jwksUri``
-or ``openid:<issuer>``; ``mesh.control.jwks``).
+Two things are not in the rules themselves but translation needs them: ``key_sets``, the JSON
+Web Key Sets the control plane fetched for ``RequestAuthentication`` rules, by key source (a
+``jwksUri`` or ``openid:<issuer>``; ``mesh.control.jwks``), and ``outbound_traffic_policy``, the
+mesh-wide ``ALLOW_ANY`` / ``REGISTRY_ONLY`` (``mesh control --outbound-traffic-policy``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from mesh.model.snapshot import OutboundPolicy
 from mesh.rules.destination_rule import DestinationRuleSpec
 from mesh.rules.hosts import HostRef, resolve_host
 from mesh.rules.resource import Resource, ResourceKey
@@ -79,9 +81,12 @@ class RuleSet:
     destination_rules: tuple[DestinationRuleRule, ...] = ()
     service_entries: tuple[ServiceEntryRule, ...] = ()
     key_sets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    outbound_traffic_policy: OutboundPolicy = "REGISTRY_ONLY"
 
-    def with_key_sets(self, key_sets: Mapping[str, str]) -> RuleSet:
-        return self if key_sets == self.key_sets else replace(self, key_sets=MappingProxyType(dict(key_sets)))
+    def with_context(self, key_sets: Mapping[str, str], outbound_traffic_policy: OutboundPolicy) -> RuleSet:
+        if key_sets == self.key_sets and outbound_traffic_policy == self.outbound_traffic_policy:
+            return self
+        return replace(self, key_sets=MappingProxyType(dict(key_sets)), outbound_traffic_policy=outbound_traffic_policy)
 
     @classmethod
     def build(cls, resources: Iterable[Resource]) -> RuleSet:

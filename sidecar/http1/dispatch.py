@@ -9,6 +9,10 @@ Answers the proxy gives itself, with Envoy's wording where Envoy has one:
 - the route names a cluster the snapshot lacks → 503 ``cluster not found``;
 - the cluster has no endpoint to pick → 503 ``no healthy upstream``;
 - a redirect route → its redirect (``Redirect``), decided before any cluster pick (it has none).
+
+An ``original_destination`` cluster (``PassthroughCluster``) has no endpoints to pick from: the
+request goes to its Host's name and port (``pass_through`` for Hosts no route knows under
+``ALLOW_ANY``); a Host without a usable name gets 400.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import random
 from collections.abc import Mapping
 
 from lb import NO_HINTS, Endpoint, PickContext, affinity_hash_key, session_cookie
+from mesh.model.hosts import endpoint_key
 from mesh.model.routing import pick_weighted_cluster, rewrite_path, select_route
 from sidecar.active import ClusterRuntime, ListenerRuntime, RouteRuntime
 from sidecar.http1.framing import RequestHead
@@ -148,6 +153,8 @@ def decide(
             ctx = PickContext(hash_key=key)
     endpoint = cluster.balancer.pick(ctx)
     if endpoint is None:
+        if cluster.cluster.original_destination:
+            return _to_original_destination(route, cluster, stats, head)
         return Reject(503, "no healthy upstream", stats, route, flag="UH", cluster=cluster)
     if affinity is not None and ctx is NO_HINTS:
         cookie = session_cookie(affinity, endpoint)
@@ -158,6 +165,45 @@ def decide(
         path = rewrite_path(route.route, head.path)
         target = (path + "?" + head.query if head.query else path).encode("latin-1")
     return Forward(route, cluster, endpoint, stats, target, set_cookie)
+
+
+def pass_through(runtime: ListenerRuntime, head: RequestHead) -> Forward | Reject:
+    """``ALLOW_ANY``: a request for a Host no route knows goes where it was headed (``PassthroughCluster``)."""
+    route = runtime.passthrough
+    assert route is not None, "only for listeners with a pass-through route"
+    assert route.single is not None
+    return _to_original_destination(route, route.single, route.stats[route.single.name], head)
+
+
+def _to_original_destination(
+    route: RouteRuntime, cluster: ClusterRuntime, stats: RequestStats, head: RequestHead
+) -> Forward | Reject:
+    endpoint = original_destination(head.host.decode("latin-1"))
+    if endpoint is None:
+        return Reject(400, f"no destination in Host {head.host.decode('latin-1')!r}", stats, route, cluster=cluster)
+    return Forward(route, cluster, endpoint, stats, head.target, None)
+
+
+def original_destination(host: str) -> Endpoint | None:
+    """Where a request for ``host`` (``name``, ``name:port``, ``[v6]:port``) was headed; port 80 by default."""
+    name, port = host, 80
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return None
+        name, rest = host[1:end], host[end + 1 :]
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                return None
+            port = int(rest[1:])
+    elif ":" in host:
+        name, _, text = host.rpartition(":")
+        if not text.isdigit() or ":" in name:
+            return None
+        port = int(text)
+    if not name or not 0 < port < 65536 or any(c in name for c in "/@ \t"):
+        return None
+    return Endpoint(endpoint_key(name, port), name.lower(), port)
 
 
 def parse_cookies(header: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from lb import NO_HINTS, Endpoint, PickContext
 from sidecar.active import ActiveConfig, ClusterRuntime, RouteRuntime
-from sidecar.http1.dispatch import Forward, Redirect, Reject, decide
+from sidecar.http1.dispatch import Forward, Redirect, Reject, decide, pass_through
 from sidecar.http1.framing import Body, HttpError, RequestHead, ResponseHead, UpstreamProtocolError, response_head
 from sidecar.http1.upstream import UpstreamConnection
 from sidecar.http1.upstream_pool import release_pending_slot
@@ -163,8 +163,13 @@ class Exchange:
             if choice.unknown_host and conn.context.demand is not None:
                 conn.context.spawn(self._demand_then_retry(choice))
                 return
-            self._reject(choice)
-            return
+            if not (choice.unknown_host and runtime.passthrough is not None):
+                self._reject(choice)
+                return
+            choice = pass_through(runtime, self.head)  # ALLOW_ANY: not a mesh Host, so where it was headed
+            if isinstance(choice, Reject):
+                self._reject(choice)
+                return
         if choice.route.resilience.fault_policy is None and type(choice) is Forward:
             self._forward(choice)  # the usual case, without the two hops below
         else:
@@ -263,11 +268,14 @@ class Exchange:
         assert context.demand is not None
         choice: Forward | Reject | Redirect = reject
         try:
-            if await context.demand(host):
-                active = self.active = context.config.current
-                runtime = active.listeners.get(context.name)
-                if runtime is not None:
+            known = await context.demand(host)
+            active = self.active = context.config.current
+            runtime = active.listeners.get(context.name)
+            if runtime is not None:
+                if known:
                     choice = decide(runtime, self.head, conn.client_ip, context.rng)
+                if isinstance(choice, Reject) and choice.unknown_host and runtime.passthrough is not None:
+                    choice = pass_through(runtime, self.head)  # ALLOW_ANY: not a mesh Host
         except Exception:
             log.exception("registry lookup for host failed", extra={"host": host})
             choice = Reject(503, f"registry lookup failed for {host!r}", reject.stats)

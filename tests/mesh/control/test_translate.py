@@ -582,3 +582,12 @@ def test_outlier_detection_with_istio_defaults_and_min_health_percent() -> None:
     bare = checked(translate(profile("reviews"), rules(), reviews_catalog()))
     assert cluster(bare).outlier_detection is None
     assert cluster(bare).lb.panic_threshold == 0.5  # Envoy's default when there is no outlier detection
+
+
+def test_outbound_traffic_policy_mesh_wide() -> None:
+    registry_only = translate(profile(), rules(), {}).snapshot
+    assert registry_only.outbound_traffic_policy == "REGISTRY_ONLY"
+    assert "PassthroughCluster" not in registry_only.clusters
+    allow_any = translate(profile(), rules().with_context({}, "ALLOW_ANY"), {}).snapshot
+    assert allow_any.outbound_traffic_policy == "ALLOW_ANY"
+    assert allow_any.clusters["PassthroughCluster"].original_destination

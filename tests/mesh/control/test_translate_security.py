@@ -134,7 +134,9 @@ def test_request_authentication_travels_with_its_keys_inline() -> None:
     )
     unfetched = doc("RequestAuthentication", "other", {"jwtRules": [{"issuer": "https://other.example"}]}, "default")
     elsewhere = doc("RequestAuthentication", "shop", {"jwtRules": [{"issuer": "https://shop.example"}]}, "shop")
-    ruleset = rules(by_uri, unfetched, elsewhere).with_key_sets({"https://issuer.example.com/keys": keys})
+    ruleset = rules(by_uri, unfetched, elsewhere).with_context(
+        {"https://issuer.example.com/keys": keys}, "REGISTRY_ONLY"
+    )
     translation = translate(inbound_profile(), ruleset, {})
     security = translation.snapshot.security
     assert [entry.name for entry in security.request_authentication] == ["jwt", "other"]
