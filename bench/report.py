@@ -28,12 +28,13 @@ CONTROL_P99_MS = 200.0
 RESILIENCE_ERROR_PCT = 0.1
 LB_PICK_NS_AT_100 = 2000.0
 
-ORDER = ("registry", "dns", "registrar", "sidecar", "resilience", "control", "lb", "route")
+ORDER = ("registry", "dns", "registrar", "sidecar", "gateway", "resilience", "control", "lb", "route")
 TITLES = {
     "registry": "Registry (`bench/registry_bench.py`; no peer: no Consul binary here)",
     "dns": "DNS (`bench/dns_bench.py`, peer dnsmasq)",
     "registrar": "Registrar (`bench/registrar_bench.py`; no peer: Registrator not available here)",
     "sidecar": "Sidecar (`bench/sidecar_bench.py`, peer HAProxy)",
+    "gateway": "Ingress gateway, HTTPS (`bench/gateway_bench.py`, peer HAProxy terminating TLS)",
     "resilience": "Resilience (`bench/resilience_bench.py`, peer HAProxy)",
     "control": "Control plane (`bench/control_bench.py`)",
     "lb": "Load-balancer picks (`bench/lb_bench.py`, peer `random.choice`)",
@@ -305,6 +306,23 @@ def control_rows(f: Mapping[str, Any]) -> list[Row]:
     ]
 
 
+def gateway_rows(f: Mapping[str, Any]) -> list[Row]:
+    ratio = num(f, "ratio")
+    return [
+        Row(
+            "HTTPS CPU µs/request (HAProxy / gateway ratio)",
+            f"{fmt(num(f, 'us_per_req', 'gateway https'))} ({fmt(ratio, '.2f')})",
+            f"HAProxy {fmt(num(f, 'us_per_req', 'haproxy https'))}",
+        ),
+        Row(
+            "HTTPS rps, one core each",
+            fmt(num(f, "rps", "gateway https"), ",.0f"),
+            f"HAProxy {fmt(num(f, 'rps', 'haproxy https'), ',.0f')}",
+        ),
+        Row("plain HTTP through the same gateway, CPU µs/request", fmt(num(f, "us_per_req", "gateway http"))),
+    ]
+
+
 def lb_rows(f: Mapping[str, Any]) -> list[Row]:
     peer = num(f, "peer", "pick_ns_100")
     target = num(f, "target_ns_at_100") or LB_PICK_NS_AT_100
@@ -341,6 +359,7 @@ ROWS = {
     "dns": dns_rows,
     "registrar": registrar_rows,
     "sidecar": sidecar_rows,
+    "gateway": gateway_rows,
     "resilience": resilience_rows,
     "control": control_rows,
     "lb": lb_rows,

@@ -21,6 +21,7 @@ from dnsserver.config import DEFAULT_DNS_ADDR, DEFAULT_METRICS_ADDR, DnsConfig
 from dnsserver.server import DnsServerConfig
 from dnsserver.server import serve as serve_dns
 from mesh.cli_control import add_control_commands
+from mesh.cli_gateway import gateway_command
 from mesh.cli_intercept import add_intercept_commands
 from mesh.cli_registrar import registrar_command
 from mesh.cli_sidecar import sidecar_command
@@ -338,6 +339,7 @@ app.command("registrar")(registrar_command)
 add_control_commands(app)
 
 app.command("sidecar")(sidecar_command)
+app.command("gateway")(gateway_command)
 add_workload_commands(app)
 add_intercept_commands(app)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sidecar.security.wiring import InboundSecurity
+    from sidecar.tls_termination import TlsTermination
 
 
 class SweptListener:
@@ -24,6 +25,8 @@ class SweptListener:
         self._sweep: asyncio.TimerHandle | None = None
         # Set on inbound listeners: picks the protocol per accepted connection (mTLS, authorization).
         self.inbound_security: InboundSecurity | None = None
+        # Set on HTTPS listeners (a gateway's): the TLS they terminate (sidecar.tls_termination).
+        self.tls: TlsTermination | None = None
 
     def protocol(self) -> asyncio.Protocol:
         raise NotImplementedError
@@ -39,8 +42,9 @@ class SweptListener:
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
         factory = self.protocol if self.inbound_security is None else self.inbound_security.accept
+        context = None if self.tls is None else self.tls.context
         if sock is not None:
-            self._server = await loop.create_server(factory, sock=sock, backlog=1024)
+            self._server = await loop.create_server(factory, sock=sock, backlog=1024, ssl=context)
         else:
             self._server = await loop.create_server(
                 factory,
@@ -49,6 +53,7 @@ class SweptListener:
                 reuse_address=True,
                 reuse_port=self._reuse_port or None,
                 backlog=1024,
+                ssl=context,
             )
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._schedule()

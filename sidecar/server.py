@@ -38,6 +38,7 @@ from sidecar.resilience.policy import Resilience
 from sidecar.security.wiring import SidecarSecurity
 from sidecar.sources.base import APPLIED, ApplyResult, ConfigSource
 from sidecar.tcp.listener import TcpContext, TcpListener
+from sidecar.tls_termination import Loaded, TlsLoadError, TlsTermination, load_certificates
 
 if TYPE_CHECKING:
     from sidecar.access_log import AccessLog
@@ -67,9 +68,13 @@ class SidecarConfig:
 Listening = HttpListener | TcpListener
 
 
-def listener_identity(listener: Listener) -> tuple[str, str, str, int]:
-    """Listeners with equal identity keep running across a swap; anything else is replaced."""
-    return (listener.name, listener.protocol, listener.host, listener.port)
+ListenerKey = tuple[str, str, str, int, bool]
+
+
+def listener_identity(listener: Listener) -> ListenerKey:
+    """Listeners with equal identity keep running across a swap; anything else is replaced (new
+    certificates of an HTTPS listener are swapped in without a new listener)."""
+    return (listener.name, listener.protocol, listener.host, listener.port, bool(listener.tls))
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -123,7 +128,7 @@ class SidecarServer:
         self.pools.tls_for = self.security.outbound_context
         self.pools.tls_check = self.security.check_server
         self._demand = demand
-        self._listeners: dict[tuple[str, str, str, int], Listening] = {}
+        self._listeners: dict[ListenerKey, Listening] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._admin: AdminServer | None = None
         self.admin_port = 0
@@ -204,9 +209,16 @@ class SidecarServer:
             )
         except (ValueError, KeyError) as exc:
             return self._reject(snapshot, f"invalid config: {exc}")
+        certificates: dict[ListenerKey, Loaded] = {}
+        for i, listener in enumerate(snapshot.listeners):
+            if listener.tls:
+                try:
+                    certificates[listener_identity(listener)] = load_certificates(listener.tls)
+                except TlsLoadError as exc:
+                    return self._reject(snapshot, f"listeners[{i}].tls ({listener.name!r}): {exc}")
         wanted = {listener_identity(listener): listener for listener in snapshot.listeners}
-        added: dict[tuple[str, str, str, int], Listening] = {}
-        sockets: dict[tuple[str, str, str, int], socket.socket] = {}
+        added: dict[ListenerKey, Listening] = {}
+        sockets: dict[ListenerKey, socket.socket] = {}
         if not self.draining:
             for identity, listener in wanted.items():
                 if identity in self._listeners:
@@ -220,7 +232,13 @@ class SidecarServer:
                         snapshot, f"listener {listener.name!r}: cannot listen on {listener.host}:{listener.port}: {exc}"
                     )
                 added[identity] = self._make_listener(listener)
+                if identity in certificates:
+                    added[identity].tls = TlsTermination(certificates[identity])
         self.holder.swap(active)  # the atomic step
+        for identity, loaded in certificates.items():
+            running = self._listeners.get(identity)
+            if running is not None and running.tls is not None:
+                running.tls.update(loaded)
         self.resilience.activate(active.resilience)
         for listening in self._listeners.values():
             if listening.inbound_security is not None and listening.inbound_security.guard_changed():
@@ -368,12 +386,12 @@ class SidecarServer:
         active = self.holder.current
         by_name = {listener.name: listener for listener in active.snapshot.listeners}
         out = []
-        for (name, protocol, host, _), listening in self._listeners.items():
+        for (name, protocol, host, _, tls), listening in self._listeners.items():
             listener = by_name.get(name)
             out.append(
                 {
                     "name": name,
-                    "protocol": protocol,
+                    "protocol": "https" if tls else protocol,
                     "direction": listener.direction if listener is not None else "",
                     "address": f"{host}:{listening.port}",
                     "connections": listening.busy,
@@ -383,7 +401,7 @@ class SidecarServer:
 
     def listener_port(self, name: str) -> int:
         """The bound port of listener ``name`` (tests and benchmarks use port 0)."""
-        for (listener_name, _, _, _), listening in self._listeners.items():
+        for (listener_name, *_), listening in self._listeners.items():
             if listener_name == name:
                 return listening.port
         raise KeyError(name)

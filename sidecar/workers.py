@@ -45,8 +45,17 @@ log = logging.getLogger("sidecar.workers")
 
 
 @dataclass(frozen=True)
+class GatewayRole:
+    """`mesh gateway`: this proxy registers as a gateway (its listeners come from Gateway resources)."""
+
+    bind: str
+    labels: tuple[tuple[str, str], ...]
+    namespace: str
+
+
+@dataclass(frozen=True)
 class SidecarPlan:
-    """Everything `mesh sidecar` was asked to run."""
+    """Everything `mesh sidecar` (or `mesh gateway`) was asked to run."""
 
     server: SidecarConfig
     settings: SidecarSettings
@@ -55,6 +64,7 @@ class SidecarPlan:
     workers: int = 1
     log_level: str = "info"
     access_log: AccessLogSettings = field(default_factory=AccessLogSettings)  # ratio 0: off
+    gateway: GatewayRole | None = None
 
 
 def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
@@ -90,6 +100,14 @@ def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
     )
     admin_addr = str(options.get("admin_addr", DEFAULT_ADMIN_ADDR))
     check_admin_addr(admin_addr, allow_remote=bool(options.get("admin_allow_remote", False)))
+    gateway = None
+    if options.get("gateway_bind"):  # `mesh gateway`
+        labels = options.get("gateway_labels") or {}
+        gateway = GatewayRole(
+            str(options["gateway_bind"]),
+            tuple(sorted((str(k), str(v)) for k, v in dict(labels).items())),
+            str(options.get("gateway_namespace") or "default"),
+        )
     return SidecarPlan(
         server=SidecarConfig(
             admin_addr=admin_addr,
@@ -100,6 +118,7 @@ def plan_from_options(options: Mapping[str, Any]) -> SidecarPlan:
         config_file=config_file,
         registry=None if config_file is not None else ClientConfig.from_env(),
         workers=workers,
+        gateway=gateway,
         log_level=str(options.get("log_level", "info")),
         access_log=access_log,
     )
@@ -160,8 +179,15 @@ async def serve_plan(plan: SidecarPlan, stop: asyncio.Event, seat: WorkerSeat | 
 
         state = Path(os.environ.get("MESH_DATA_DIR") or "mesh-data") / f"sidecar-{plan.settings.service}"
         # the admin address registered for the topology scrape: read at registration, once `server` listens
+        gateway = plan.gateway
+        role: dict[str, Any] = {}
+        if gateway is not None:
+            role = {"labels": dict(gateway.labels), "namespace": gateway.namespace, "gateway_bind": gateway.bind}
         source = ControlPlaneSource(
-            plan.settings, state_dir=state, admin=lambda: advertised_admin(plan.server.admin_addr, server.admin_port)
+            plan.settings,
+            state_dir=state,
+            admin=lambda: advertised_admin(plan.server.admin_addr, server.admin_port),
+            **role,
         )
     else:
         from discovery.client import RegistryClient
@@ -169,7 +195,8 @@ async def serve_plan(plan: SidecarPlan, stop: asyncio.Event, seat: WorkerSeat | 
 
         client = RegistryClient(plan.registry, max_connections=0)
         source = RegistrySource(plan.settings, client)
-    demand = source.demand if isinstance(source, OnDemand) else None
+    # a gateway routes only what its Gateways and their VirtualServices say: no services learnt on demand
+    demand = source.demand if isinstance(source, OnDemand) and plan.gateway is None else None
     server_config = plan.server if seat is None else replace(plan.server, serve_admin=False)
     access_log = None
     if plan.access_log.enabled:

@@ -2,7 +2,9 @@
 
 A sidecar registers with ``PUT /v1/mesh/sidecars/{id}``: its service, namespace, labels (for
 ``sourceLabels`` matches and DestinationRule workload selectors), its bootstrap snapshot, and the
-hosts its app has asked for so far (so a restarted control plane learns them back). The record
+hosts its app has asked for so far (so a restarted control plane learns them back). A gateway
+proxy (``mesh gateway``) adds ``gateway: {bind: <address>}``: its listeners then come from the
+``Gateway`` resources its labels select (``mesh.control.translate_gateway``). The record
 then follows its long polls, ACKs and NACKs for ``GET /v1/mesh/status``.
 """
 
@@ -26,7 +28,7 @@ MAX_DEMANDED = 1000
 _SIDECAR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@~-]{0,252}")
 _HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?")
 
-ProfileKey = tuple[str, str, tuple[tuple[str, str], ...], str, frozenset[str]]
+ProfileKey = tuple[str, str, tuple[tuple[str, str], ...], str, frozenset[str], str]
 
 
 def check_sidecar_id(sidecar_id: str) -> str:
@@ -56,6 +58,7 @@ class Registration:
     bootstrap_digest: str
     demanded: tuple[str, ...] = ()
     admin: str = ""  # the sidecar's admin address "host:port" (its /metrics, for the topology); "" when not given
+    gateway_bind: str = ""  # a gateway proxy's listening address; "" for a sidecar
 
 
 def check_admin_address(value: str) -> str:
@@ -103,6 +106,13 @@ def parse_registration(sidecar_id: str, data: object) -> Registration:
     admin = body.text("admin") or ""
     if admin:
         check_admin_address(admin)
+    gateway = body.optional_child("gateway")
+    gateway_bind = ""
+    if gateway is not None:
+        gateway_bind = gateway.text("bind", required=True) or ""
+        if any(c.isspace() or c in "/[]" for c in gateway_bind):
+            raise ConfigError("gateway.bind", f"must be an IP address or host name to listen on, got {gateway_bind!r}")
+        gateway.finish()
     demanded: list[str] = []
     for i, host in enumerate(body.strings("demanded")):
         name = demand_name(host)
@@ -113,7 +123,7 @@ def parse_registration(sidecar_id: str, data: object) -> Registration:
     body.finish()
     digest, _ = snapshot_digest(bootstrap)
     return Registration(
-        sidecar_id, service, namespace, labels, bootstrap, digest, tuple(demanded[-MAX_DEMANDED:]), admin
+        sidecar_id, service, namespace, labels, bootstrap, digest, tuple(demanded[-MAX_DEMANDED:]), admin, gateway_bind
     )
 
 
@@ -161,11 +171,20 @@ class SidecarRecord:
 
     def profile_key(self) -> ProfileKey:
         reg = self.registration
-        return (reg.service, reg.namespace, reg.labels, reg.bootstrap_digest, frozenset(self.demanded))
+        return (
+            reg.service,
+            reg.namespace,
+            reg.labels,
+            reg.bootstrap_digest,
+            frozenset(self.demanded),
+            reg.gateway_bind,
+        )
 
     def profile(self) -> Profile:
         reg = self.registration
-        return Profile(reg.service, reg.namespace, reg.labels, reg.bootstrap, frozenset(self.demanded))
+        return Profile(
+            reg.service, reg.namespace, reg.labels, reg.bootstrap, frozenset(self.demanded), reg.gateway_bind
+        )
 
     def add_demand(self, name: str) -> bool:
         """Remember a host the app asked for; True if it is new."""

@@ -42,6 +42,7 @@ from typing import Any, Literal
 from lb import Endpoint
 from mesh.control.instances import Instance, Labels, exclusion_reason
 from mesh.control.policy import DEFAULT_SETTINGS, ClusterSettings, cluster_settings
+from mesh.control.translate_gateway import gateway_ref, gateways_for, plan_ports
 from mesh.control.translate_ratelimit import rate_limits_for
 from mesh.control.translate_security import security_section
 from mesh.model.dump import snapshot_to_dict
@@ -51,6 +52,7 @@ from mesh.model.snapshot import (
     Cluster,
     HeaderMatch,
     HeaderToAdd,
+    Listener,
     OutboundPolicy,
     QueryMatch,
     Route,
@@ -98,6 +100,7 @@ class Profile:
     labels: Labels
     bootstrap: Snapshot
     demanded: frozenset[str] = frozenset()
+    gateway_bind: str = ""  # a gateway proxy (``mesh gateway``) listening on this address; "" for a sidecar
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +187,13 @@ class _Translator:
         self.route_origins: dict[str, RouteOrigin] = {}
         self.services: set[str] = set()
         self.unresolved: list[str] = []
+        self._gateway: str | None = None  # "namespace/name" while routes of that Gateway are translated
 
     # === top level ===
 
     def run(self, cache: RoundCache | None) -> Translation:
+        if self.profile.gateway_bind:
+            return self._run_gateway()
         bootstrap = self.profile.bootstrap
         key = (self.profile.namespace, self.profile.labels, self.profile.demanded)
         part = cache.parts.get(key) if cache is not None else None
@@ -265,6 +271,56 @@ class _Translator:
         )
         tls = policy.tls if policy is not None else None
         return tls.mode if tls is not None else None
+
+    def _run_gateway(self) -> Translation:
+        """A gateway proxy's snapshot: its listeners and routes from the Gateways selecting it (translate_gateway)."""
+        bootstrap = self.profile.bootstrap
+        plans = plan_ports(
+            gateways_for(self.rules.resources.values(), self.profile.labels), self.rules.virtual_services
+        )
+        listeners = list(bootstrap.listeners)
+        tables = dict(bootstrap.route_tables)
+        for plan in plans:
+            vhosts: list[VirtualHost] = []
+            for domain, rule, entry in plan.hosts:
+                if rule is None:
+                    redirect = Redirect(scheme="https", port=entry.https_port)
+                    routes = [Route("https-redirect", RouteMatch(), (), timeout_s=None, redirect=redirect)]
+                elif rule.spec.http:
+                    self._gateway = entry.gateway
+                    routes = self._routes(_Target(HostRef("external", domain)), rule)
+                    self._gateway = None
+                else:
+                    continue
+                vhosts.append(VirtualHost(domain, (domain,), tuple(routes)))
+            tables[plan.name] = RouteTable(plan.name, tuple(vhosts))
+            host = self.profile.gateway_bind
+            listeners.append(
+                Listener(plan.name, "http", host, plan.number, "outbound", plan.name, tls=plan.certificates())
+            )
+        clusters = {**bootstrap.clusters, **{name: self.clusters[name] for name in sorted(self.clusters)}}
+        security = security_section(
+            self.profile.namespace,
+            tuple(self.profile.labels),
+            self.rules.resources.values(),
+            listeners,
+            tables,
+            clusters,
+            self._client_tls_mode,
+            self._expected_identity,
+            trust_domain=DEFAULT_TRUST_DOMAIN,
+            key_sets=self.rules.key_sets,
+        )
+        limits = rate_limits_for(self.profile.namespace, tuple(self.profile.labels), self.rules.resources.values())
+        snapshot = Snapshot("", tuple(listeners), tables, clusters, security, bootstrap.rate_limits + limits)
+        return Translation(
+            snapshot,
+            MappingProxyType(dict(self.route_origins)),
+            MappingProxyType(dict(self.cluster_origins)),
+            frozenset(self.services),
+            frozenset(name for name in self.services if name not in self.catalog),
+            tuple(self.unresolved),
+        )
 
     def _expected_identity(self, cluster: str) -> str:
         """``ns/<namespace>/sa/<service>`` of a registry service cluster's workloads ("" for others)."""
@@ -359,7 +415,7 @@ class _Translator:
             if not http.match:
                 conditions.append((base, "", None))
             for j, entry in enumerate(http.match):
-                if self._applies(entry.gateways, entry.source_labels, entry.source_namespace):
+                if self._applies(entry.gateways, entry.source_labels, entry.source_namespace, key.namespace):
                     conditions.append((f"{base}.match[{j}]", f"{path}.match[{j}]", entry))
             for name, match_path, match in conditions:
                 routes.append(_model_route(name, match, http, targets, mirrors))
@@ -368,9 +424,14 @@ class _Translator:
                 )
         return routes
 
-    def _applies(self, gateways: tuple[str, ...], source_labels: Labels, source_namespace: str) -> bool:
-        if gateways and MESH_GATEWAY not in gateways:
-            return False
+    def _applies(
+        self, gateways: tuple[str, ...], source_labels: Labels, source_namespace: str, rule_namespace: str = ""
+    ) -> bool:
+        if gateways:
+            if self._gateway is None and MESH_GATEWAY not in gateways:
+                return False
+            if self._gateway is not None and self._gateway not in {gateway_ref(g, rule_namespace) for g in gateways}:
+                return False
         if source_namespace and source_namespace != self.profile.namespace:
             return False
         have = dict(self.profile.labels)

@@ -55,6 +55,16 @@ def _listener_to_dict(listener: Listener) -> dict[str, Any]:
         out["route_table"] = listener.route_table
     else:
         out["cluster"] = listener.cluster
+    if listener.tls:
+        out["tls"] = [
+            {
+                "server_names": list(c.server_names),
+                "certificate": c.cert_file,
+                "private_key": c.key_file,
+                **({"ca_certificates": c.ca_file} if c.ca_file else {}),
+            }
+            for c in listener.tls
+        ]
     return out
 
 

@@ -62,6 +62,7 @@ from mesh.model.snapshot import (
     Route,
     RouteMatch,
     RouteTable,
+    ServerCertificate,
     Snapshot,
     VirtualHost,
     WeightedCluster,
@@ -140,7 +141,10 @@ def _parse_listener(data: object, path: str) -> Listener:
     direction = obj.choice("direction", _DIRECTIONS, "outbound")
     route_table = obj.string("route_table", "")
     cluster = obj.string("cluster", "")
+    tls = obj.list_of("tls", _parse_certificate)
     obj.finish()
+    if tls and protocol != "http":
+        raise ConfigError(obj.at("tls"), "TLS termination is for http listeners")
     if protocol == "http":
         if not route_table:
             raise ConfigError(obj.at("route_table"), "an http listener needs a route_table")
@@ -161,7 +165,20 @@ def _parse_listener(data: object, path: str) -> Listener:
         direction=cast(Literal["outbound", "inbound"], direction),
         route_table=route_table,
         cluster=cluster,
+        tls=tuple(tls),
     )
+
+
+def _parse_certificate(data: object, path: str) -> ServerCertificate:
+    obj = Fields(data, path)
+    names = obj.take("server_names", ["*"])
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(obj.at("server_names"), f"must be a non-empty list of host names, got {show(names)}")
+    cert_file = obj.string("certificate", REQUIRED)
+    key_file = obj.string("private_key", REQUIRED)
+    ca_file = obj.string("ca_certificates", "")
+    obj.finish()
+    return ServerCertificate(tuple(n.lower() for n in names), cert_file, key_file, ca_file)
 
 
 # === route tables ===

@@ -296,11 +296,25 @@ class Cluster:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerCertificate:
+    """A certificate an HTTPS listener presents: for ``server_names`` (SNI; ``*.example.com`` and
+    ``*`` allowed), PEM files read when the snapshot is applied; ``ca_file`` set: clients must
+    present a certificate chaining to it (Istio's ``MUTUAL``)."""
+
+    server_names: tuple[str, ...]
+    cert_file: str
+    key_file: str
+    ca_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     """Where the sidecar accepts connections.
 
     ``direction`` is ``outbound`` (the local app calling others) or ``inbound`` (others calling
     the local app). HTTP listeners name a ``route_table``; TCP listeners name a ``cluster``.
+    ``tls`` (HTTP only): the listener terminates TLS with these certificates, picked by the
+    client's SNI (the first one when none matches): a gateway's HTTPS server.
     """
 
     name: str
@@ -310,6 +324,7 @@ class Listener:
     direction: Direction = "outbound"
     route_table: str = ""
     cluster: str = ""
+    tls: tuple[ServerCertificate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 
 from mesh.rules.documents import RuleError
+from mesh.rules.gateway import GatewaySpec, overlap
 from mesh.rules.hosts import HostRef, resolve_host
-from mesh.rules.resource import ResourceKey
+from mesh.rules.resource import Resource, ResourceKey
 from mesh.rules.ruleset import DestinationRuleRule, RuleSet, VirtualServiceRule, visible_anywhere_together
 from mesh.rules.virtual_service import Destination
 
@@ -38,6 +39,10 @@ def check_rules(rules: RuleSet, changed: Collection[ResourceKey], deleted: Colle
     for dr in sorted(rules.destination_rules, key=lambda r: order.get(r.resource.key, -1)):
         if dr.resource.key in changed_set:
             _check_destination_rule_conflicts(rules, dr, order)
+    gateways = [r for r in rules.resources.values() if isinstance(r.spec, GatewaySpec)]
+    for resource in sorted(gateways, key=lambda r: order.get(r.key, -1)):
+        if resource.key in changed_set:
+            _check_gateway_conflicts(gateways, resource, order)
     touched_hosts = _subset_hosts_touched(rules, changed_set, deleted)
     for rule in rules.virtual_services:
         if rule.resource.key in changed_set:
@@ -71,6 +76,30 @@ def _check_host_conflicts(rules: RuleSet, rule: VirtualServiceRule, order: dict[
                     "or separate them with exportTo",
                     resource=str(own),
                 )
+
+
+def _check_gateway_conflicts(gateways: list[Resource], resource: Resource, order: dict[ResourceKey, int]) -> None:
+    """Two Gateways selecting the same proxies may not both serve a host on one port (Istio: IST0145)."""
+    own = resource.key
+    spec = resource.spec
+    assert isinstance(spec, GatewaySpec)
+    for other in gateways:
+        theirs = other.spec
+        assert isinstance(theirs, GatewaySpec)
+        if other.key == own or _later(other.key, own, order) or theirs.selector != spec.selector:
+            continue
+        for i, server in enumerate(spec.servers):
+            for their_server in theirs.servers:
+                if their_server.number != server.number:
+                    continue
+                clash = overlap(server.hosts, their_server.hosts)
+                if clash:
+                    raise RuleError(
+                        f"spec.servers[{i}].hosts",
+                        f"{clash} on port {server.number} is already served by Gateway {other.key.namespace}/"
+                        f"{other.key.name} for the same proxies (selector); Istio reports this as IST0145",
+                        resource=str(own),
+                    )
 
 
 def _check_destination_rule_conflicts(rules: RuleSet, dr: DestinationRuleRule, order: dict[ResourceKey, int]) -> None:

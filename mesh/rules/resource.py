@@ -18,6 +18,7 @@ from typing import Any
 from mesh.model.reader import REQUIRED, ConfigError, show
 from mesh.rules.destination_rule import DestinationRuleSpec, parse_destination_rule
 from mesh.rules.fields import Reader, check_dns_label, check_label_key, check_resource_name
+from mesh.rules.gateway import GatewaySpec, parse_gateway
 from mesh.rules.ratelimit import GROUP as RATELIMIT_GROUP
 from mesh.rules.ratelimit import RateLimitPolicySpec, parse_rate_limit_policy
 from mesh.rules.request_authentication import RequestAuthenticationSpec, parse_request_authentication
@@ -42,6 +43,7 @@ Spec = (
     | AuthorizationPolicySpec
     | RequestAuthenticationSpec
     | RateLimitPolicySpec
+    | GatewaySpec
 )
 
 
@@ -76,6 +78,7 @@ KINDS: dict[str, KindInfo] = {
             ("dr",),
             parse_destination_rule,
         ),
+        KindInfo("Gateway", NETWORKING, ("v1", "v1beta1", "v1alpha3"), "gateways", ("gw",), parse_gateway),
         KindInfo(
             "ServiceEntry", NETWORKING, ("v1", "v1beta1", "v1alpha3"), "serviceentries", ("se",), parse_service_entry
         ),

@@ -57,7 +57,7 @@ def _virtual_service(spec: VirtualServiceSpec) -> list[Warning]:
             Warning(
                 "spec.gateways",
                 f"bound only to gateways {', '.join(spec.gateways)}: no sidecar uses it (add 'mesh' to apply it to "
-                "sidecars; this mesh runs no gateways)",
+                "sidecars too)",
             )
         )
     for i, route in enumerate(spec.http):

@@ -58,6 +58,7 @@ class DownstreamConnection(asyncio.Protocol):
         "reader",
         "receiving",
         "relay",
+        "tls",
         "transport",
         "upgrade_tail",
         "write_paused",
@@ -81,6 +82,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.upgrade_tail: bytes | None = None
         self.client_ip = ""
         self.client_ip_bytes = b""
+        self.tls = False  # over TLS a half-closed connection cannot be written to (asyncio closes it)
 
     # === asyncio.Protocol ===
 
@@ -88,6 +90,7 @@ class DownstreamConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.tls = transport.get_extra_info("sslcontext") is not None
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0])
@@ -130,7 +133,7 @@ class DownstreamConnection(asyncio.Protocol):
         if not current.body_done:
             return False  # truncated request: connection_lost aborts the exchange
         self.closing = True  # answer the request in flight, then close
-        return True
+        return not self.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:

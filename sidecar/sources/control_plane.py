@@ -103,10 +103,13 @@ class ControlPlaneSource:
         rand: Callable[[], float] = random.random,
         token: str | None = None,
         admin: str | Callable[[], str] = "",
+        gateway_bind: str = "",
     ) -> None:
         """``token=None``: ``MESH_CONTROL_TOKEN_FILE`` or ``MESH_CONTROL_TOKEN`` ("" when neither is set).
         ``admin``: this sidecar's admin address ``host:port`` (or a function giving it once the admin port is
-        bound), sent with the registration so the control plane can scrape ``/metrics``; "" sends none."""
+        bound), sent with the registration so the control plane can scrape ``/metrics``; "" sends none.
+        ``gateway_bind``: register as a gateway proxy listening on that address (``mesh gateway``): no
+        standard listeners; the Gateway resources selecting ``labels`` give the listeners."""
         self.settings = settings.validate()
         if not settings.service:
             raise ValueError("--service: a sidecar needs its service name to register with the control plane")
@@ -116,6 +119,7 @@ class ControlPlaneSource:
         self.sidecar_id = sidecar_id or default_sidecar_id(settings.service)
         self.namespace = namespace
         self.labels = dict(labels) if labels is not None else {"app": settings.service}
+        self.gateway_bind = gateway_bind
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.wait = wait
         self.demand_timeout = demand_timeout
@@ -244,9 +248,11 @@ class ControlPlaneSource:
     # === requests ===
 
     async def _register(self) -> None:
-        bootstrap = snapshot_to_dict(standard_snapshot(self.settings, "bootstrap", (), {}, {}))
-        bootstrap.pop("version", None)
-        body = {
+        bootstrap: dict[str, Any] = {}
+        if not self.gateway_bind:
+            bootstrap = snapshot_to_dict(standard_snapshot(self.settings, "bootstrap", (), {}, {}))
+            bootstrap.pop("version", None)
+        body: dict[str, Any] = {
             "service": self.settings.service,
             "namespace": self.namespace,
             "labels": self.labels,
@@ -256,6 +262,8 @@ class ControlPlaneSource:
         admin = self._admin() if callable(self._admin) else self._admin
         if admin:
             body["admin"] = admin
+        if self.gateway_bind:
+            body["gateway"] = {"bind": self.gateway_bind}
         status, answer = await self._request("PUT", f"/v1/mesh/sidecars/{self.sidecar_id}", json_body=body)
         if status != 200:
             raise ControlPlaneError(f"registration answered {status}: {_error_text(answer)}")
