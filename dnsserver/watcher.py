@@ -42,14 +42,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 from discovery.client import Consistency, RegistryClient
-from discovery.client_models import CatalogNode, HealthServiceEntry, QueryResult, RegistryError
+from discovery.client_models import CatalogNode, HealthServiceEntry, KVPair, QueryResult, RegistryError
 from discovery.watch import Watch
-from dnsserver.view import Endpoint, NodeInfo, RegistryView
+from dnsserver.view import META_CLUSTER_IP, Endpoint, NodeInfo, RegistryView
 
 T = TypeVar("T")
 
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 
 _SERVICES_KEY: Final = "catalog/services"
 _NODES_KEY: Final = "catalog/nodes"
+_VIPS_KEY: Final = "kv/mesh/vips"
+VIP_PREFIX: Final = "mesh/vips/"  # written by the control plane (mesh.control.vips), read here
+META_HEADLESS: Final = "k8s-headless"
 _SERVICE_PREFIX: Final = "health/service/"
 _EMPTY_SERVICES: Final[MappingProxyType[str, tuple[Endpoint, ...]]] = MappingProxyType({})
 _EMPTY_NODES: Final[MappingProxyType[str, NodeInfo]] = MappingProxyType({})
@@ -90,6 +94,28 @@ def endpoint_from_entry(entry: HealthServiceEntry) -> Endpoint:
         weight_passing=service.weights.passing,
         weight_warning=service.weights.warning,
     )
+
+
+def vip_map(pairs: Iterable[KVPair]) -> dict[tuple[str, str], str]:
+    """The control plane's service VIPs (``mesh/vips/<namespace>/<service>`` → address) by (namespace, service)."""
+    out: dict[tuple[str, str], str] = {}
+    for pair in pairs:
+        parts = pair.key[len(VIP_PREFIX) :].split("/")
+        if len(parts) == 2 and pair.value:
+            out[(parts[0], parts[1].lower())] = pair.value.decode(errors="replace").strip()
+    return out
+
+
+def with_vips(endpoints: tuple[Endpoint, ...], key: str, vips: Mapping[tuple[str, str], str]) -> tuple[Endpoint, ...]:
+    """Endpoints of service ``key`` with their namespace's VIP as ``k8s-cluster-ip`` (a ClusterIP service),
+    unless they carry their own or say ``k8s-headless: "true"``."""
+    out = []
+    for ep in endpoints:
+        vip = vips.get((ep.namespace, key))
+        if vip and not ep.cluster_ip and ep.meta.get(META_HEADLESS, "").lower() != "true":
+            ep = replace(ep, meta=MappingProxyType({**ep.meta, META_CLUSTER_IP: vip}))
+        out.append(ep)
+    return tuple(out)
 
 
 def node_from_catalog(node: CatalogNode) -> NodeInfo:
@@ -153,6 +179,7 @@ class ViewWatcher:
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}  # what the next view publishes
         self._nodes: MappingProxyType[str, NodeInfo] = _EMPTY_NODES
         self._pending: set[str] = set()  # services whose first health read has not arrived
+        self._vips: dict[tuple[str, str], str] = {}  # (namespace, lower-cased service) → VIP (mesh.control.vips)
         self._services_loaded = False
         self._nodes_loaded = False
         self._failing: set[str] = set()  # watch keys whose latest request failed
@@ -188,6 +215,7 @@ class ViewWatcher:
         self._started = True
         self._tasks.append(asyncio.create_task(self._follow_services(), name="dns-watch:catalog/services"))
         self._tasks.append(asyncio.create_task(self._follow_nodes(), name="dns-watch:catalog/nodes"))
+        self._tasks.append(asyncio.create_task(self._follow_vips(), name="dns-watch:kv/mesh/vips"))
         if self._probe_interval > 0:
             self._tasks.append(asyncio.create_task(self._probe(), name="dns-watch:probe"))
 
@@ -270,6 +298,16 @@ class ViewWatcher:
         watch = Watch(self._fetcher(_NODES_KEY, read), name=_NODES_KEY, **self._watch_options)
         await self._supervise(_NODES_KEY, watch, self._on_nodes)
 
+    async def _follow_vips(self) -> None:
+        async def read(index: int) -> QueryResult[dict[tuple[str, str], str]]:
+            result = await self._client.kv_list(VIP_PREFIX, index=index, wait=self._wait, consistency=self._consistency)
+            return QueryResult(result.index, vip_map(result.value or ()), result.known_leader, result.last_contact_ms)
+
+        # Not part of readiness: without the control plane's VIPs every name still answers (its endpoints).
+        watch = Watch(read, name=_VIPS_KEY, **self._watch_options)
+        async for result in watch:
+            self._on_vips(result.value)
+
     async def _follow_service(self, name: str) -> None:
         key = _service_key(name)
 
@@ -337,6 +375,15 @@ class ViewWatcher:
             self._pending.discard(name)
             self._check_synced()
 
+    def _on_vips(self, vips: dict[tuple[str, str], str]) -> None:
+        if self._closed:
+            return
+        keys = vips.keys() | self._vips.keys()
+        changed = {service for key in keys if vips.get(key) != self._vips.get(key) for service in key[1:]}
+        self._vips = vips
+        for service in changed:
+            self._refresh(service)
+
     def _refresh(self, key: str) -> None:
         """Recompute one lower-cased service's endpoints (names differing only in case are merged)."""
         names = self._names_by_key.get(key, ())
@@ -345,6 +392,8 @@ class ViewWatcher:
             merged = self._by_name.get(next(iter(names)), ())
         else:
             merged = tuple(sorted(_chain(self._by_name.get(n, ()) for n in names), key=_endpoint_order))
+        if self._vips:
+            merged = with_vips(merged, key, self._vips)
         if merged:
             if self._endpoints.get(key) == merged:
                 return

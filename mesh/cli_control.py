@@ -30,6 +30,7 @@ from mesh.control.plane import PlaneSettings
 from mesh.control.server import DEFAULT_HTTP_ADDR, ControlConfig, serve
 from mesh.control.store_consul import DEFAULT_PREFIX
 from mesh.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, TokenError, cli_token, resolve_token
+from mesh.control.vips import VipRangeError, parse_range
 from mesh.model.snapshot import OUTBOUND_POLICIES
 from mesh.rules.resource import kind_info, known_kinds
 from mesh.security.ca import CaError
@@ -194,6 +195,15 @@ def control_command(
             "were headed (Istio's meshConfig.outboundTrafficPolicy.mode).",
         ),
     ] = "REGISTRY_ONLY",
+    service_vip_range: Annotated[
+        str,
+        typer.Option(
+            "--service-vip-range",
+            envvar="MESH_SERVICE_VIP_RANGE",
+            help="Give every non-headless service a stable virtual IP from this CIDR (kube-proxy's ClusterIPs, "
+            "e.g. 240.240.0.0/16), kept in the registry's KV; cluster DNS answers it for svc.cluster.local names.",
+        ),
+    ] = "",
     log_level: Annotated[
         str, typer.Option("--log-level", envvar="MESH_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
@@ -226,6 +236,11 @@ def control_command(
             f"expected one of {', '.join(OUTBOUND_POLICIES)}, got {outbound_traffic_policy!r}",
             param_hint="--outbound-traffic-policy",
         )
+    if service_vip_range:
+        try:
+            parse_range(service_vip_range)
+        except VipRangeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--service-vip-range") from None
     if not jwks_refresh > 0:
         raise typer.BadParameter(f"expected seconds > 0, got {jwks_refresh}", param_hint="--jwks-refresh")
     configure_logging(log_level)
@@ -236,7 +251,11 @@ def control_command(
         store="consul" if store == "consul" else "sqlite",
         consul_prefix=consul_prefix,
         replica_id=replica_id,
-        settings=PlaneSettings(jwks_refresh=jwks_refresh, outbound_traffic_policy=outbound_traffic_policy),
+        settings=PlaneSettings(
+            jwks_refresh=jwks_refresh,
+            outbound_traffic_policy=outbound_traffic_policy,
+            service_vip_range=service_vip_range,
+        ),
         auth=auth,
         ca=CaSettings(trust_domain=trust_domain, cert_file=ca_cert, key_file=ca_key, bundle_file=ca_bundle),
     )

@@ -35,7 +35,9 @@ from mesh.control.state import ConfigState
 from mesh.control.status_share import StatusShare, merge_sidecars
 from mesh.control.store import RuleStore, StaleState, StoreError
 from mesh.control.translate import Profile, Translation
+from mesh.control.vips import ServiceVips, parse_range
 from mesh.control.watches import ServiceWatches
+from mesh.model.hosts import split_host_port
 from mesh.model.parse import parse_snapshot
 from mesh.model.snapshot import OutboundPolicy
 from mesh.rules.resource import KINDS, Resource, ResourceKey
@@ -67,6 +69,7 @@ class PlaneSettings:
     status_flush: float = 0.5  # shared status: how often changed sidecar entries are published
     jwks_refresh: float = DEFAULT_REFRESH_S  # how often RequestAuthentication key sets are fetched again
     outbound_traffic_policy: OutboundPolicy = "REGISTRY_ONLY"  # for Hosts no route knows (docs/control-plane.md)
+    service_vip_range: str = ""  # CIDR of service virtual IPs ("" none; mesh.control.vips)
 
 
 class ControlPlane:
@@ -84,7 +87,11 @@ class ControlPlane:
             coalesce=self.settings.coalesce,
             first_answer_timeout=self.settings.first_answer_timeout,
         )
-        self.key_sets = KeySetCache(self._key_sets_changed, refresh_s=self.settings.jwks_refresh)
+        self.key_sets = KeySetCache(self._context_changed, refresh_s=self.settings.jwks_refresh)
+        self.vips: ServiceVips | None = None
+        if self.settings.service_vip_range:
+            network = parse_range(self.settings.service_vip_range)
+            self.vips = ServiceVips(client, network, self._context_changed, wait=self.settings.registry_wait)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -102,6 +109,8 @@ class ControlPlane:
             loop.create_task(self._follow_store(), name="control-store-watch"),
             loop.create_task(self._sweep(), name="control-sweep"),
         ]
+        if self.vips is not None:
+            self.vips.start()
         self.ready = True
 
     def begin_shutdown(self) -> None:
@@ -119,6 +128,8 @@ class ControlPlane:
         if self.share is not None:
             await self.share.close()
         await self.key_sets.close()
+        if self.vips is not None:
+            await self.vips.close()
         await self.watches.close()
         await self.store.close()
 
@@ -169,10 +180,11 @@ class ControlPlane:
             self.pusher.rules_changed()
 
     def _with_context(self, state: ConfigState) -> RuleSet:
-        return state.rules.with_context(self.key_sets.current, self.settings.outbound_traffic_policy)
+        vips = self.vips.current if self.vips is not None else None
+        return state.rules.with_context(self.key_sets.current, self.settings.outbound_traffic_policy, vips)
 
-    def _key_sets_changed(self) -> None:
-        """A JWT key set was fetched or rotated: the snapshots that carry it change."""
+    def _context_changed(self) -> None:
+        """A JWT key set was fetched or rotated, or service VIPs changed: the snapshots using them change."""
         self.state = replace(self.state, rules=self._with_context(self.state))
         self.pusher.rules_changed()
 
@@ -199,7 +211,7 @@ class ControlPlane:
 
     async def demand(self, record: SidecarRecord, host: str) -> tuple[bool, str]:
         """Add a host the sidecar's app asked for; returns (routed now, snapshot version)."""
-        name = demand_name(host)
+        name = demand_name(host) or self._vip_of(host)
         if name is None:
             return False, record.current.version if record.current else ""
         if self.pusher.demand(record, name) or record.current is None:
@@ -208,6 +220,11 @@ class ControlPlane:
         if current is None:
             return False, ""
         return name not in current.translation.unresolved, current.version
+
+    def _vip_of(self, host: str) -> str | None:
+        """A Host naming a service VIP (``10.96.0.5`` or ``10.96.0.5:9080``): the address, demanded as a host."""
+        address, _ = split_host_port(host)
+        return address if address in self.state.rules.vips else None
 
     async def _sweep(self) -> None:
         while True:

@@ -11,6 +11,7 @@ then follows its long polls, ACKs and NACKs for ``GET /v1/mesh/status``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
 from dataclasses import dataclass
@@ -46,6 +47,14 @@ def demand_name(host: str) -> str | None:
     if not name or name.startswith("[") or not _HOST.fullmatch(name) or name.replace(".", "").isdigit():
         return None
     return name
+
+
+def _address(host: str) -> str | None:
+    name, _ = split_host_port(host)
+    try:
+        return str(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +124,7 @@ def parse_registration(sidecar_id: str, data: object) -> Registration:
         gateway.finish()
     demanded: list[str] = []
     for i, host in enumerate(body.strings("demanded")):
-        name = demand_name(host)
+        name = demand_name(host) or _address(host)  # an address: a service VIP the app called
         if name is None:
             raise ConfigError(f"demanded[{i}]", f"not a host name: {show(host)}")
         if name not in demanded:

@@ -335,11 +335,13 @@ class _Translator:
         namespace = self.profile.namespace
         by_fqdn: dict[str, _Target] = {}
         for host in sorted(self.profile.demanded):
-            entry = self.rules.service_entry_for(host, namespace)
+            vip = self.rules.vips.get(host)  # a service VIP the app called (mesh.control.vips)
+            entry = None if vip is not None else self.rules.service_entry_for(host, namespace)
             if entry is not None:
                 ref = HostRef("external", host)
             else:
-                resolved = resolve_request_host(host, namespace)
+                name = f"{vip[1]}.{vip[0]}.svc.cluster.local" if vip is not None else host
+                resolved = resolve_request_host(name, namespace)
                 if resolved is None:
                     self.unresolved.append(host)
                     continue

@@ -13,7 +13,8 @@ own, other entries name namespaces. Lookups for a sidecar in namespace ``ns``:
 Two things are not in the rules themselves but translation needs them: ``key_sets``, the JSON
 Web Key Sets the control plane fetched for ``RequestAuthentication`` rules, by key source (a
 ``jwksUri`` or ``openid:<issuer>``; ``mesh.control.jwks``), and ``outbound_traffic_policy``, the
-mesh-wide ``ALLOW_ANY`` / ``REGISTRY_ONLY`` (``mesh control --outbound-traffic-policy``).
+mesh-wide ``ALLOW_ANY`` / ``REGISTRY_ONLY`` (``mesh control --outbound-traffic-policy``);
+``vips`` maps service virtual IPs to (namespace, service) (``mesh.control.vips``).
 """
 
 from __future__ import annotations
@@ -82,11 +83,23 @@ class RuleSet:
     service_entries: tuple[ServiceEntryRule, ...] = ()
     key_sets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     outbound_traffic_policy: OutboundPolicy = "REGISTRY_ONLY"
+    vips: Mapping[str, tuple[str, str]] = field(default_factory=lambda: MappingProxyType({}))
 
-    def with_context(self, key_sets: Mapping[str, str], outbound_traffic_policy: OutboundPolicy) -> RuleSet:
-        if key_sets == self.key_sets and outbound_traffic_policy == self.outbound_traffic_policy:
+    def with_context(
+        self,
+        key_sets: Mapping[str, str],
+        outbound_traffic_policy: OutboundPolicy,
+        vips: Mapping[str, tuple[str, str]] | None = None,
+    ) -> RuleSet:
+        vips = self.vips if vips is None else vips
+        if (key_sets, outbound_traffic_policy, vips) == (self.key_sets, self.outbound_traffic_policy, self.vips):
             return self
-        return replace(self, key_sets=MappingProxyType(dict(key_sets)), outbound_traffic_policy=outbound_traffic_policy)
+        return replace(
+            self,
+            key_sets=MappingProxyType(dict(key_sets)),
+            outbound_traffic_policy=outbound_traffic_policy,
+            vips=MappingProxyType(dict(vips)),
+        )
 
     @classmethod
     def build(cls, resources: Iterable[Resource]) -> RuleSet:
