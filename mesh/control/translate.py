@@ -48,6 +48,7 @@ from mesh.control.translate_security import security_section
 from mesh.model.dump import snapshot_to_dict
 from mesh.model.hosts import endpoint_key, service_domains
 from mesh.model.policies import FaultAbort, FaultDelay, FaultPolicy, MirrorPolicy, Redirect, RetryPolicy
+from mesh.model.security import SecurityConfig
 from mesh.model.snapshot import (
     Cluster,
     HeaderMatch,
@@ -234,18 +235,7 @@ class _Translator:
             if name in outbound:
                 table = RouteTable(name, _merge_hosts(table.virtual_hosts, vhosts))
             tables[name] = table
-        security = security_section(
-            self.profile.namespace,
-            tuple(self.profile.labels),
-            self.rules.resources.values(),
-            bootstrap.listeners,
-            tables,
-            clusters,
-            self._client_tls_mode,
-            self._expected_identity,
-            trust_domain=DEFAULT_TRUST_DOMAIN,
-            key_sets=self.rules.key_sets,
-        )
+        security = self._security(bootstrap.listeners, tables, clusters)
         limits = rate_limits_for(self.profile.namespace, tuple(self.profile.labels), self.rules.resources.values())
         # ALLOW_ANY when the mesh says so (mesh control --outbound-traffic-policy) or the sidecar's own config does
         policies = (bootstrap.outbound_traffic_policy, self.rules.outbound_traffic_policy)
@@ -299,7 +289,22 @@ class _Translator:
                 Listener(plan.name, "http", host, plan.number, "outbound", plan.name, tls=plan.certificates())
             )
         clusters = {**bootstrap.clusters, **{name: self.clusters[name] for name in sorted(self.clusters)}}
-        security = security_section(
+        security = self._security(listeners, tables, clusters)
+        limits = rate_limits_for(self.profile.namespace, tuple(self.profile.labels), self.rules.resources.values())
+        snapshot = Snapshot("", tuple(listeners), tables, clusters, security, bootstrap.rate_limits + limits)
+        return Translation(
+            snapshot,
+            MappingProxyType(dict(self.route_origins)),
+            MappingProxyType(dict(self.cluster_origins)),
+            frozenset(self.services),
+            frozenset(name for name in self.services if name not in self.catalog),
+            tuple(self.unresolved),
+        )
+
+    def _security(
+        self, listeners: Iterable[Listener], tables: Mapping[str, RouteTable], clusters: Mapping[str, Cluster]
+    ) -> SecurityConfig:
+        return security_section(
             self.profile.namespace,
             tuple(self.profile.labels),
             self.rules.resources.values(),
@@ -310,16 +315,6 @@ class _Translator:
             self._expected_identity,
             trust_domain=DEFAULT_TRUST_DOMAIN,
             key_sets=self.rules.key_sets,
-        )
-        limits = rate_limits_for(self.profile.namespace, tuple(self.profile.labels), self.rules.resources.values())
-        snapshot = Snapshot("", tuple(listeners), tables, clusters, security, bootstrap.rate_limits + limits)
-        return Translation(
-            snapshot,
-            MappingProxyType(dict(self.route_origins)),
-            MappingProxyType(dict(self.cluster_origins)),
-            frozenset(self.services),
-            frozenset(name for name in self.services if name not in self.catalog),
-            tuple(self.unresolved),
         )
 
     def _expected_identity(self, cluster: str) -> str:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
-from mesh.model.reader import REQUIRED, Fields, list_items
-from mesh.rules.fields import Reader
+from mesh.model.reader import list_items
+from mesh.rules.fields import named_spec_to_dict, parse_named_spec
 from mesh.rules.ratelimit import RateLimitPolicySpec, parse_rate_limit_policy
 
 
@@ -44,19 +43,11 @@ def parse_rate_limits(data: object, path: str = "rate_limits") -> tuple[RateLimi
 
 
 def _parse_entry(data: object, path: str) -> RateLimitEntry:
-    obj = Fields(data, path)
-    namespace = obj.string("namespace", REQUIRED)
-    name = obj.string("name", REQUIRED)
-    spec_data = obj.take("spec", REQUIRED)
-    obj.finish()
-    reader = Reader(spec_data, obj.at("spec"))
-    spec = parse_rate_limit_policy(reader)
-    reader.finish()
-    return RateLimitEntry(namespace, name, spec, MappingProxyType(dict(reader.data)))
+    return RateLimitEntry(*parse_named_spec(data, path, parse_rate_limit_policy))
 
 
 def rate_limits_to_list(entries: tuple[RateLimitEntry, ...]) -> list[dict[str, Any]]:
-    return [{"namespace": e.namespace, "name": e.name, "spec": dict(e.data)} for e in entries]
+    return [named_spec_to_dict(e.namespace, e.name, e.data) for e in entries]
 
 
 __all__ = ["RateLimitEntry", "parse_rate_limits", "rate_limits_to_list"]

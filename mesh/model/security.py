@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from mesh.model.reader import REQUIRED, ConfigError, Fields, show
-from mesh.rules.fields import Reader
+from mesh.model.reader import ConfigError, Fields, show
+from mesh.rules.fields import named_spec_to_dict, parse_named_spec
 from mesh.rules.request_authentication import JwtRule, RequestAuthenticationSpec, parse_request_authentication
 from mesh.rules.security import AuthorizationPolicySpec, parse_authorization_policy
 from mesh.security.authz import NamedPolicy
@@ -181,33 +181,18 @@ def parse_security(data: object, path: str = "security") -> SecurityConfig:
 
 
 def _parse_policy(data: object, path: str) -> PolicyEntry:
-    obj = Fields(data, path)
-    namespace = obj.string("namespace", REQUIRED)
-    name = obj.string("name", REQUIRED)
-    spec_data = obj.take("spec", REQUIRED)
-    obj.finish()
-    reader = Reader(spec_data, obj.at("spec"))
-    spec = parse_authorization_policy(reader)
-    reader.finish()
-    return PolicyEntry(namespace, name, spec, MappingProxyType(dict(reader.data)))
+    return PolicyEntry(*parse_named_spec(data, path, parse_authorization_policy))
 
 
 def _parse_request_authentication(data: object, path: str) -> RequestAuthEntry:
-    obj = Fields(data, path)
-    namespace = obj.string("namespace", REQUIRED)
-    name = obj.string("name", REQUIRED)
-    spec_data = obj.take("spec", REQUIRED)
-    obj.finish()
-    reader = Reader(spec_data, obj.at("spec"))
-    spec = parse_request_authentication(reader)
-    reader.finish()
-    for i, rule in enumerate(spec.jwt_rules):
+    entry = RequestAuthEntry(*parse_named_spec(data, path, parse_request_authentication))
+    for i, rule in enumerate(entry.spec.jwt_rules):
         if rule.jwks_uri:
             raise ConfigError(
-                f"{obj.at('spec')}.jwtRules[{i}].jwksUri",
+                f"{path}.spec.jwtRules[{i}].jwksUri",
                 "a sidecar does not fetch keys: give the key set inline (jwks); the control plane does this for you",
             )
-    return RequestAuthEntry(namespace, name, spec, MappingProxyType(dict(reader.data)))
+    return entry
 
 
 def security_to_dict(security: SecurityConfig) -> dict[str, Any]:
@@ -216,12 +201,9 @@ def security_to_dict(security: SecurityConfig) -> dict[str, Any]:
         "mtls": {"mode": security.mtls_mode, "ports": {str(p): m for p, m in sorted(security.port_modes.items())}},
         "mtls_endpoints": sorted(security.mtls_endpoints),
         "mtls_identities": dict(sorted(security.expected_identities.items())),
-        "authorization": [
-            {"namespace": entry.namespace, "name": entry.name, "spec": dict(entry.data)} for entry in security.policies
-        ],
+        "authorization": [named_spec_to_dict(e.namespace, e.name, e.data) for e in security.policies],
         "request_authentication": [
-            {"namespace": entry.namespace, "name": entry.name, "spec": dict(entry.data)}
-            for entry in security.request_authentication
+            named_spec_to_dict(e.namespace, e.name, e.data) for e in security.request_authentication
         ],
     }
 

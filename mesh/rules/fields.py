@@ -16,7 +16,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
 
 from discovery.durations import DurationError, parse_duration
 from mesh.model.reader import MAX_REGEX_LENGTH, REQUIRED, ConfigError, Fields, list_items, show
@@ -356,6 +357,24 @@ def is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def parse_named_spec(data: object, path: str, parse: Callable[[Reader], T]) -> tuple[str, str, T, Mapping[str, Any]]:
+    """A snapshot's ``{namespace, name, spec}`` entry of a resource (its spec parsed by ``parse``):
+    (namespace, name, spec, the spec's source data, kept for the round trip)."""
+    obj = Fields(data, path)
+    namespace = obj.string("namespace", REQUIRED)
+    name = obj.string("name", REQUIRED)
+    spec_data = obj.take("spec", REQUIRED)
+    obj.finish()
+    reader = Reader(spec_data, obj.at("spec"))
+    spec = parse(reader)
+    reader.finish()
+    return namespace, name, spec, MappingProxyType(dict(reader.data))
+
+
+def named_spec_to_dict(namespace: str, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    return {"namespace": namespace, "name": name, "spec": dict(data)}
 
 
 def not_supported(path: str, what: str) -> ConfigError:

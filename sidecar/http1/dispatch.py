@@ -17,11 +17,12 @@ request goes to its Host's name and port (``pass_through`` for Hosts no route kn
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Mapping
 
 from lb import NO_HINTS, Endpoint, PickContext, affinity_hash_key, session_cookie
-from mesh.model.hosts import endpoint_key
+from mesh.model.hosts import endpoint_key, split_host_port
 from mesh.model.routing import pick_weighted_cluster, rewrite_path, select_route
 from sidecar.active import ClusterRuntime, ListenerRuntime, RouteRuntime
 from sidecar.http1.framing import RequestHead
@@ -186,24 +187,21 @@ def _to_original_destination(
 
 def original_destination(host: str) -> Endpoint | None:
     """Where a request for ``host`` (``name``, ``name:port``, ``[v6]:port``) was headed; port 80 by default."""
-    name, port = host, 80
-    if host.startswith("["):
-        end = host.find("]")
-        if end < 0:
+    name, port = split_host_port(host)
+    if name.startswith("["):
+        if not name.endswith("]"):
             return None
-        name, rest = host[1:end], host[end + 1 :]
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                return None
-            port = int(rest[1:])
-    elif ":" in host:
-        name, _, text = host.rpartition(":")
-        if not text.isdigit() or ":" in name:
-            return None
-        port = int(text)
-    if not name or not 0 < port < 65536 or any(c in name for c in "/@ \t"):
-        return None
-    return Endpoint(endpoint_key(name, port), name.lower(), port)
+        name = name[1:-1]
+    if not name or (any(c in name for c in "/@ \t:[]") and not _is_ipv6(name)):
+        return None  # also a malformed port, which split_host_port leaves in the name
+    return Endpoint(endpoint_key(name, port or 80), name, port or 80)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 def parse_cookies(header: str) -> dict[str, str]:

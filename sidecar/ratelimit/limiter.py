@@ -14,13 +14,16 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from discovery.client import RegistryClient
 from mesh.model.ratelimit import RateLimitEntry
 from mesh.rules.ratelimit import Limit
 from mesh.security.authz import string_matches
 from sidecar.ratelimit.buckets import TokenBuckets
 from sidecar.ratelimit.shared import KV_PREFIX, SharedWindows
+
+if TYPE_CHECKING:
+    from discovery.client import RegistryClient
 
 Store = TokenBuckets | SharedWindows
 
@@ -104,7 +107,7 @@ class RateLimitState:
     """Per sidecar: the stores of the limits in force and the registry client shared limits use."""
 
     def __init__(self, client: Callable[[], RegistryClient] | None = None) -> None:
-        self._make_client = client or RegistryClient
+        self._make_client = client
         self._client: RegistryClient | None = None
         self._stores: dict[tuple[str, Limit], Store] = {}
 
@@ -147,8 +150,15 @@ class RateLimitState:
         return SharedWindows(limit.shared, prefix, self.client)
 
     def client(self) -> RegistryClient:
+        """The registry client of shared limits (``CONSUL_HTTP_ADDR``), made on first use: a sidecar
+        without shared limits never loads the HTTP client library."""
         if self._client is None:
-            self._client = self._make_client()
+            if self._make_client is not None:
+                self._client = self._make_client()
+            else:
+                from discovery.client import RegistryClient
+
+                self._client = RegistryClient()
         return self._client
 
 

@@ -22,10 +22,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from discovery.client import RegistryClient
 from discovery.client_models import RegistryError
 from mesh.rules.ratelimit import SharedQuota
+
+if TYPE_CHECKING:
+    from discovery.client import RegistryClient
 
 log = logging.getLogger("sidecar.ratelimit")
 

@@ -63,10 +63,10 @@ def lab(tmp_path: Path) -> Iterator[NetnsLab]:
         lab.close()
 
 
-def start_mesh(lab: NetnsLab, tmp_path: Path) -> None:
+def start_services(lab: NetnsLab, tmp_path: Path) -> Path:
+    """The "svc" side: the registry, the cluster DNS on port 53; returns the echo server script."""
     echo = tmp_path / "echo.py"
     echo.write_text(ECHO)
-    registry_env = {"CONSUL_HTTP_ADDR": REGISTRY}
     lab.spawn(
         "svc",
         [MESH, "registry", "--http-addr", f"{SVC_IP}:8500", "--data-dir", str(tmp_path / "reg"), "--node", "svc"],
@@ -76,15 +76,25 @@ def start_mesh(lab: NetnsLab, tmp_path: Path) -> None:
     lab.spawn(
         "svc",
         [MESH, "dns", "--dns-addr", f"{SVC_IP}:53", "--metrics-addr", "127.0.0.1:9153", "--log-level", "warning"],
-        env=registry_env,
+        env={"CONSUL_HTTP_ADDR": REGISTRY},
         log=tmp_path / "dns.log",
     )
-    for port, who in ((8080, "web"), (8081, "web-direct")):
-        lab.spawn("svc", [sys.executable, str(echo), SVC_IP, str(port), who])
-        lab.wait_http("svc", f"http://{SVC_IP}:{port}/")
+    return echo
+
+
+def register_web(lab: NetnsLab) -> None:
     registration = json.dumps({"Name": "web", "ID": "web-1", "Address": SVC_IP, "Port": 8080})
     done = lab.curl("svc", "-X", "PUT", "--data", registration, f"{REGISTRY}/v1/agent/service/register")
     assert done.returncode == 0, done.stderr
+
+
+def start_mesh(lab: NetnsLab, tmp_path: Path) -> None:
+    echo = start_services(lab, tmp_path)
+    registry_env = {"CONSUL_HTTP_ADDR": REGISTRY}
+    for port, who in ((8080, "web"), (8081, "web-direct")):
+        lab.spawn("svc", [sys.executable, str(echo), SVC_IP, str(port), who])
+        lab.wait_http("svc", f"http://{SVC_IP}:{port}/")
+    register_web(lab)
     lab.resolv_conf("app", SVC_IP)
     lab.spawn("app", [sys.executable, str(echo), "127.0.0.1", "9000", "app"])
     lab.wait_http("app", "http://127.0.0.1:9000/")

@@ -4,13 +4,20 @@ workload's sidecar, which follows the control plane that allocated the VIP."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.mesh.intercept.test_netns_interception import ECHO, MESH, REGISTRY, SVC_IP, echo_of, lab
+from tests.mesh.intercept.test_netns_interception import (
+    MESH,
+    REGISTRY,
+    SVC_IP,
+    echo_of,
+    lab,
+    register_web,
+    start_services,
+)
 from tests.netns import NetnsLab
 
 __all__ = ["lab"]  # the fixture, used below
@@ -20,26 +27,11 @@ VIP_RANGE = "240.240.0.0/24"
 
 
 def start_mesh(lab: NetnsLab, tmp_path: Path) -> None:
-    echo = tmp_path / "echo.py"
-    echo.write_text(ECHO)
+    echo = start_services(lab, tmp_path)
     registry_env = {"CONSUL_HTTP_ADDR": REGISTRY}
-    lab.spawn(
-        "svc",
-        [MESH, "registry", "--http-addr", f"{SVC_IP}:8500", "--data-dir", str(tmp_path / "reg"), "--node", "svc"],
-        log=tmp_path / "registry.log",
-    )
-    lab.wait_http("svc", f"{REGISTRY}/v1/status/leader")
-    lab.spawn(
-        "svc",
-        [MESH, "dns", "--dns-addr", f"{SVC_IP}:53", "--metrics-addr", "127.0.0.1:9153", "--log-level", "warning"],
-        env=registry_env,
-        log=tmp_path / "dns.log",
-    )
     lab.spawn("svc", [sys.executable, str(echo), SVC_IP, "8080", "web"])
     lab.wait_http("svc", f"http://{SVC_IP}:8080/")
-    registration = json.dumps({"Name": "web", "ID": "web-1", "Address": SVC_IP, "Port": 8080})
-    done = lab.curl("svc", "-X", "PUT", "--data", registration, f"{REGISTRY}/v1/agent/service/register")
-    assert done.returncode == 0, done.stderr
+    register_web(lab)
     control = [MESH, "control", "--http-addr", f"{SVC_IP}:15010", "--data-dir", str(tmp_path / "control")]
     control += ["--service-vip-range", VIP_RANGE, "--log-level", "warning"]
     lab.spawn("svc", control, env=registry_env, log=tmp_path / "control.log")
