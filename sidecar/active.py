@@ -146,6 +146,7 @@ class ListenerRuntime:
         "no_route",
         "passthrough",
         "routes",
+        "sni",
         "start_traces",
         "table",
     )
@@ -164,6 +165,8 @@ class ListenerRuntime:
         self.listener = listener
         self.table = table
         self.cluster = cluster
+        # TCP by SNI (a gateway's PASSTHROUGH server): (server names, cluster) in configured order
+        self.sni = tuple((r.server_names, clusters[r.cluster]) for r in listener.sni_routes if r.cluster in clusters)
         self.passthrough: RouteRuntime | None = None
         if passthrough is not None and table is not None and listener.direction == "outbound":
             route = passthrough.route

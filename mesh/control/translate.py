@@ -42,7 +42,7 @@ from typing import Any, Literal
 from lb import Endpoint
 from mesh.control.instances import Instance, Labels, exclusion_reason
 from mesh.control.policy import DEFAULT_SETTINGS, ClusterSettings, cluster_settings
-from mesh.control.translate_gateway import gateway_ref, gateways_for, plan_ports
+from mesh.control.translate_gateway import PortPlan, gateway_ref, gateways_for, plan_ports
 from mesh.control.translate_ratelimit import rate_limits_for
 from mesh.control.translate_security import security_section
 from mesh.model.dump import snapshot_to_dict
@@ -60,6 +60,7 @@ from mesh.model.snapshot import (
     RouteMatch,
     RouteTable,
     Snapshot,
+    SniRoute,
     VirtualHost,
     WeightedCluster,
 )
@@ -271,6 +272,10 @@ class _Translator:
         listeners = list(bootstrap.listeners)
         tables = dict(bootstrap.route_tables)
         for plan in plans:
+            if plan.protocol == "TLS":
+                if plan.sni:  # without a route for any server name there is nothing to listen for
+                    listeners.append(self._sni_listener(plan))
+                continue
             vhosts: list[VirtualHost] = []
             for domain, rule, entry in plan.hosts:
                 if rule is None:
@@ -300,6 +305,16 @@ class _Translator:
             frozenset(name for name in self.services if name not in self.catalog),
             tuple(self.unresolved),
         )
+
+    def _sni_listener(self, plan: PortPlan) -> Listener:
+        """A gateway's PASSTHROUGH server: a TCP listener whose clusters the client's SNI picks."""
+        routes = []
+        for domain, rule, route in plan.sni:
+            destination = next(d.destination for d in route.route if d.weight > 0)
+            cluster = self._destination_cluster(destination, rule.resource.key.namespace, None)
+            routes.append(SniRoute((domain,), cluster))
+        bind = self.profile.gateway_bind
+        return Listener(plan.name, "tcp", bind, plan.number, "outbound", sni_routes=tuple(routes))
 
     def _security(
         self, listeners: Iterable[Listener], tables: Mapping[str, RouteTable], clusters: Mapping[str, Cluster]

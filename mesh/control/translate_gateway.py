@@ -9,6 +9,8 @@ host admits (equal, under its wildcard, or ``*``; a ``namespace/`` prefix narrow
 VirtualServices may bind) becomes a domain, routed by the VirtualService's ``http`` routes. A Host
 nothing admits gets 404 (Envoy's ``NR``). An HTTP server with ``httpsRedirect`` answers every
 request with a 301 to ``https`` (on the HTTPS server's port of the same Gateway when it has one).
+A ``TLS`` server (``PASSTHROUGH``) becomes a TCP listener routing by the client's SNI: the
+``sniHosts`` of the bound VirtualServices' ``tls`` routes that the server's hosts admit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mesh.model.snapshot import ServerCertificate
 from mesh.rules.gateway import GatewayHost, GatewaySpec, Server
 from mesh.rules.resource import Resource
 from mesh.rules.ruleset import VirtualServiceRule
+from mesh.rules.virtual_service import TlsRoute
 from mesh.security.authz import selects
 
 Labels = tuple[tuple[str, str], ...]
@@ -41,6 +44,7 @@ class PortPlan:
     protocol: str
     servers: tuple[BoundServer, ...]
     hosts: tuple[tuple[str, VirtualServiceRule | None, BoundServer], ...]  # None: an httpsRedirect domain
+    sni: tuple[tuple[str, VirtualServiceRule, TlsRoute], ...] = ()  # a TLS server's: (SNI host, VS, route)
 
     @property
     def name(self) -> str:
@@ -89,7 +93,11 @@ def plan_ports(
         servers = bound[number]
         hosts: list[tuple[str, VirtualServiceRule | None, BoundServer]] = []
         seen: set[str] = set()
+        sni: list[tuple[str, VirtualServiceRule, TlsRoute]] = []
         for entry in servers:
+            if entry.server.protocol == "TLS":
+                sni.extend(_sni_routes(entry, services, seen))
+                continue
             if entry.server.tls.https_redirect:
                 for host in entry.server.hosts:
                     if host.host not in seen:
@@ -105,8 +113,28 @@ def plan_ports(
                     if domain is not None and domain not in seen:
                         seen.add(domain)
                         hosts.append((domain, rule, entry))
-        plans.append(PortPlan(number, servers[0].server.protocol, tuple(servers), tuple(hosts)))
+        plans.append(PortPlan(number, servers[0].server.protocol, tuple(servers), tuple(hosts), tuple(sni)))
     return plans
+
+
+def _sni_routes(
+    entry: BoundServer, services: list[VirtualServiceRule], seen: set[str]
+) -> list[tuple[str, VirtualServiceRule, TlsRoute]]:
+    out: list[tuple[str, VirtualServiceRule, TlsRoute]] = []
+    for rule in services:
+        vs_namespace = rule.resource.key.namespace
+        if entry.gateway not in {gateway_ref(g, vs_namespace) for g in rule.spec.gateways}:
+            continue
+        for route in rule.spec.tls:
+            for match in route.match:
+                if match.gateways and entry.gateway not in {gateway_ref(g, vs_namespace) for g in match.gateways}:
+                    continue
+                for host in match.sni_hosts:
+                    domain = _admitted(host, vs_namespace, entry)
+                    if domain is not None and domain not in seen:
+                        seen.add(domain)
+                        out.append((domain, rule, route))
+    return out
 
 
 def _admitted(vs_host: str, vs_namespace: str, entry: BoundServer) -> str | None:

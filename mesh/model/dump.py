@@ -53,6 +53,8 @@ def _listener_to_dict(listener: Listener) -> dict[str, Any]:
     }
     if listener.protocol == "http":
         out["route_table"] = listener.route_table
+    elif listener.sni_routes:
+        out["sni_routes"] = [{"server_names": list(r.server_names), "cluster": r.cluster} for r in listener.sni_routes]
     else:
         out["cluster"] = listener.cluster
     if listener.tls:

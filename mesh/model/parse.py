@@ -64,6 +64,7 @@ from mesh.model.snapshot import (
     RouteTable,
     ServerCertificate,
     Snapshot,
+    SniRoute,
     VirtualHost,
     WeightedCluster,
     domain_has_port,
@@ -142,17 +143,20 @@ def _parse_listener(data: object, path: str) -> Listener:
     route_table = obj.string("route_table", "")
     cluster = obj.string("cluster", "")
     tls = obj.list_of("tls", _parse_certificate)
+    sni_routes = obj.list_of("sni_routes", _parse_sni_route)
     obj.finish()
     if tls and protocol != "http":
         raise ConfigError(obj.at("tls"), "TLS termination is for http listeners")
+    if sni_routes and (protocol != "tcp" or cluster):
+        raise ConfigError(obj.at("sni_routes"), "routes by SNI are for tcp listeners, instead of cluster")
     if protocol == "http":
         if not route_table:
             raise ConfigError(obj.at("route_table"), "an http listener needs a route_table")
         if cluster:
             raise ConfigError(obj.at("cluster"), "an http listener routes through route_table; cluster is for tcp")
     else:
-        if not cluster:
-            raise ConfigError(obj.at("cluster"), "a tcp listener needs a cluster")
+        if not cluster and not sni_routes:
+            raise ConfigError(obj.at("cluster"), "a tcp listener needs a cluster (or sni_routes)")
         if route_table:
             raise ConfigError(obj.at("route_table"), "a tcp listener forwards to cluster; route_table is for http")
     if not host:
@@ -166,7 +170,18 @@ def _parse_listener(data: object, path: str) -> Listener:
         route_table=route_table,
         cluster=cluster,
         tls=tuple(tls),
+        sni_routes=tuple(sni_routes),
     )
+
+
+def _parse_sni_route(data: object, path: str) -> SniRoute:
+    obj = Fields(data, path)
+    names = obj.take("server_names", REQUIRED)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(obj.at("server_names"), f"must be a non-empty list of host names, got {show(names)}")
+    cluster = obj.string("cluster", REQUIRED)
+    obj.finish()
+    return SniRoute(tuple(n.lower() for n in names), cluster)
 
 
 def _parse_certificate(data: object, path: str) -> ServerCertificate:
@@ -508,8 +523,13 @@ def _check_references(
     for path, listener in listeners:
         if listener.protocol == "http" and listener.route_table not in tables:
             raise ConfigError(f"{path}.route_table", f"unknown route table {listener.route_table!r}{_known(tables)}")
-        if listener.protocol == "tcp" and listener.cluster not in by_name:
+        if listener.protocol == "tcp" and not listener.sni_routes and listener.cluster not in by_name:
             raise ConfigError(f"{path}.cluster", f"unknown cluster {listener.cluster!r}{_known(by_name)}")
+        for i, sni in enumerate(listener.sni_routes):
+            if sni.cluster not in by_name:
+                raise ConfigError(
+                    f"{path}.sni_routes[{i}].cluster", f"unknown cluster {sni.cluster!r}{_known(by_name)}"
+                )
         address = (listener.host, listener.port)
         if listener.port and address in bound:
             raise ConfigError(

@@ -308,13 +308,23 @@ class ServerCertificate:
 
 
 @dataclass(frozen=True, slots=True)
+class SniRoute:
+    """A TCP listener's route by the client's TLS SNI: ``server_names`` (``*.example.com``, ``*``) → ``cluster``."""
+
+    server_names: tuple[str, ...]
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     """Where the sidecar accepts connections.
 
     ``direction`` is ``outbound`` (the local app calling others) or ``inbound`` (others calling
     the local app). HTTP listeners name a ``route_table``; TCP listeners name a ``cluster``.
     ``tls`` (HTTP only): the listener terminates TLS with these certificates, picked by the
-    client's SNI (the first one when none matches): a gateway's HTTPS server.
+    client's SNI (the first one when none matches): a gateway's HTTPS server. ``sni_routes`` (TCP
+    only, instead of ``cluster``): the connection's TLS ClientHello is read (not terminated) and its
+    SNI picks the cluster (a gateway's ``PASSTHROUGH`` server); no match closes the connection.
     """
 
     name: str
@@ -325,6 +335,7 @@ class Listener:
     route_table: str = ""
     cluster: str = ""
     tls: tuple[ServerCertificate, ...] = ()
+    sni_routes: tuple[SniRoute, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from mesh.model.reader import ConfigError
 from mesh.rules.fields import Reader, not_supported, parse_host
 
-PROTOCOLS = ("HTTP", "HTTPS")
-_OTHER_PROTOCOLS = ("HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP")
+PROTOCOLS = ("HTTP", "HTTPS", "TLS")
+_OTHER_PROTOCOLS = ("HTTP2", "GRPC", "GRPC-WEB", "TCP", "MONGO", "MYSQL", "REDIS", "UDP")
 TLS_MODES = ("SIMPLE", "MUTUAL")
-_OTHER_TLS_MODES = ("PASSTHROUGH", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL")
+_OTHER_TLS_MODES = ("AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +139,8 @@ def _tls(obj: Reader | None, protocol: str, path: str) -> ServerTls:
     if obj is None:
         if protocol == "HTTPS":
             raise ConfigError(path, "an HTTPS server needs tls (mode SIMPLE or MUTUAL, with its certificate files)")
+        if protocol == "TLS":
+            raise ConfigError(path, "a TLS server needs tls.mode PASSTHROUGH (routed by SNI)")
         return ServerTls()
     redirect = obj.boolean("httpsRedirect") or False
     mode = (obj.text("mode") or "").upper()
@@ -158,6 +160,12 @@ def _tls(obj: Reader | None, protocol: str, path: str) -> ServerTls:
         if mode or certificate or key or ca:
             raise ConfigError(path, "an HTTP server takes only httpsRedirect (use protocol HTTPS to terminate TLS)")
         return ServerTls(https_redirect=redirect)
+    if protocol == "TLS":
+        if mode != "PASSTHROUGH" or certificate or key or ca or redirect:
+            raise ConfigError(f"{path}.mode", "a TLS server passes TLS through by SNI: mode PASSTHROUGH, no files")
+        return ServerTls(mode)
+    if mode == "PASSTHROUGH":
+        raise ConfigError(f"{path}.mode", "PASSTHROUGH is for protocol TLS servers (this one terminates: HTTPS)")
     if mode in _OTHER_TLS_MODES:
         raise not_supported(f"{path}.mode", f"tls mode {mode} on a gateway (SIMPLE and MUTUAL are)")
     if mode not in TLS_MODES:

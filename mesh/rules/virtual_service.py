@@ -153,12 +153,29 @@ class TcpRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsMatch:
+    """``tls[].match[]``: the client's SNI (``sniHosts``, wildcards allowed) and the gateways it applies on."""
+
+    sni_hosts: tuple[str, ...]
+    gateways: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRoute:
+    """``tls[]``: TLS passed through by SNI (a gateway's ``PASSTHROUGH`` server) to one destination."""
+
+    match: tuple[TlsMatch, ...]
+    route: tuple[RouteDestination, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class VirtualServiceSpec:
     hosts: tuple[str, ...]
     gateways: tuple[str, ...] = ()
     http: tuple[HttpRoute, ...] = ()
     tcp: tuple[TcpRoute, ...] = ()
     export_to: tuple[str, ...] = ()
+    tls: tuple[TlsRoute, ...] = ()
 
     @property
     def applies_to_sidecars(self) -> bool:
@@ -171,17 +188,20 @@ def parse_virtual_service(spec: Reader) -> VirtualServiceSpec:
     if not hosts:
         raise ConfigError(spec.at("hosts"), "needs at least one host")
     gateways = spec.strings("gateways")
-    for name in ("tls",):
-        if spec.take(name, None) is not None:
-            raise not_supported(spec.at(name), "TLS (SNI) routing")
+    tls = spec.items("tls", _parse_tls_route)
+    if tls and (not gateways or MESH_GATEWAY in gateways):
+        raise not_supported(
+            spec.at("tls"),
+            "TLS (SNI) routes for sidecars (they apply on gateways here: bind the VirtualService to one)",
+        )
     if spec.take("delegate", None) is not None:
         raise not_supported(spec.at("delegate"), "delegate")
     http = spec.items("http", _parse_http_route)
     tcp = spec.items("tcp", _parse_tcp_route)
     export_to = spec.export_to()
-    if not http and not tcp:
-        raise ConfigError(spec.at("http"), "a VirtualService needs http or tcp routes")
-    return VirtualServiceSpec(hosts=hosts, gateways=gateways, http=http, tcp=tcp, export_to=export_to)
+    if not http and not tcp and not tls:
+        raise ConfigError(spec.at("http"), "a VirtualService needs http, tcp or tls routes")
+    return VirtualServiceSpec(hosts=hosts, gateways=gateways, http=http, tcp=tcp, export_to=export_to, tls=tls)
 
 
 def parse_hosts(reader: Reader, key: str, *, wildcard: bool) -> tuple[str, ...]:
@@ -581,6 +601,31 @@ def _parse_tcp_route(obj: Reader) -> TcpRoute:
     return TcpRoute(match, route)
 
 
+def _parse_tls_route(obj: Reader) -> TlsRoute:
+    match = obj.items("match", _parse_tls_match, required=True)
+    if not match:
+        raise ConfigError(obj.at("match"), "a tls route needs at least one match with sniHosts")
+    route = checked_weights(obj, obj.items("route", _parse_route_destination))
+    if not route:
+        raise ConfigError(obj.at("route"), "a tls route needs a destination")
+    if len([target for target in route if target.weight > 0]) > 1:
+        raise not_supported(obj.at("route"), "a weighted TLS split (a passed-through connection goes to one cluster)")
+    for i, target in enumerate(route):
+        if target.headers != Headers():
+            raise ConfigError(f"{obj.at('route')}[{i}].headers", "header edits apply to HTTP routes only")
+    return TlsRoute(match, route)
+
+
+def _parse_tls_match(obj: Reader) -> TlsMatch:
+    for key in ("destinationSubnets", "port", "sourceLabels", "sourceNamespace"):
+        if obj.take(key, None) is not None:
+            raise not_supported(obj.at(key), f"tls match.{key}")
+    sni = parse_hosts(obj, "sniHosts", wildcard=True)
+    if not sni:
+        raise ConfigError(obj.at("sniHosts"), "needs at least one host")
+    return TlsMatch(sni, obj.strings("gateways"))
+
+
 def _parse_l4_match(obj: Reader) -> L4Match:
     for key, what in (("destinationSubnets", "destinationSubnets"), ("port", "match.port")):
         if obj.take(key, None) is not None:
@@ -604,6 +649,8 @@ __all__ = [
     "Retry",
     "RouteDestination",
     "TcpRoute",
+    "TlsMatch",
+    "TlsRoute",
     "VirtualServiceSpec",
     "checked_weights",
     "parse_hosts",

@@ -7,6 +7,11 @@ endpoint comes from the cluster's balancer under the active config of the moment
 (hash key: the client address, for the hashing policies). A failed connect is tried once more
 on another endpoint, then the client connection is closed. Idle connections (no bytes either
 way for the cluster's idle timeout) are closed by the listener's sweep.
+
+A listener with SNI routes (a gateway's ``PASSTHROUGH`` server) reads the client's TLS ClientHello
+first (``sidecar.tcp.sni``; TLS is not terminated: the bytes are replayed to the upstream), and
+its server name picks the cluster: exact name, then ``*.suffix``, then ``*``. No server name, no
+match, more than 64 KiB or 10 s without a complete ClientHello: the connection is closed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from sidecar.active import ClusterRuntime, ConfigHolder
 from sidecar.listening import SweptListener
 from sidecar.metrics import TcpStats
 from sidecar.tcp.relay import Relay
+from sidecar.tcp.sni import NEED_MORE, client_hello_sni
+from sidecar.tls_termination import match_rank
 
 log = logging.getLogger("sidecar.tcp")
 
@@ -30,6 +37,7 @@ CONNECT_ATTEMPTS = 2
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 SWEEP_INTERVAL_S = 1.0
+SNI_TIMEOUT_S = 10.0
 
 _monotonic = time.monotonic
 
@@ -78,11 +86,13 @@ class TcpUpstream(asyncio.Protocol):
 
 class TcpDownstream(asyncio.Protocol):
     __slots__ = (
+        "_client_ip",
         "_cluster",
         "_connect",
         "_early",
         "_endpoint",
         "_eof_early",
+        "_sni",
         "_started",
         "closed",
         "context",
@@ -103,6 +113,8 @@ class TcpDownstream(asyncio.Protocol):
         self._cluster: ClusterRuntime | None = None
         self._endpoint: Endpoint | None = None
         self._started = 0.0
+        self._sni: tuple[tuple[tuple[str, ...], ClusterRuntime], ...] = ()  # waiting for the ClientHello
+        self._client_ip = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -115,14 +127,43 @@ class TcpDownstream(asyncio.Protocol):
         self._started = _monotonic()
         runtime = context.config.current.listeners.get(context.name)
         cluster = runtime.cluster if runtime is not None else None
+        peer = self.transport.get_extra_info("peername")
+        self._client_ip = str(peer[0]) if peer else ""
+        if cluster is None and runtime is not None and runtime.sni:
+            self._sni = runtime.sni
+            self.transport.resume_reading()  # the ClientHello decides where the connection goes
+            return
         if cluster is None:
             log.warning("tcp listener has no cluster in the active config", extra={"listener": context.name})
             self.transport.close()
             return
+        self._start(cluster)
+
+    def _start(self, cluster: ClusterRuntime) -> None:
         self._cluster = cluster
-        peer = self.transport.get_extra_info("peername")
-        client_ip = str(peer[0]) if peer else ""
-        self._connect = asyncio.get_running_loop().create_task(self._open(cluster, client_ip))
+        self._connect = asyncio.get_running_loop().create_task(self._open(cluster, self._client_ip))
+
+    def _route_by_sni(self) -> None:
+        """With the ClientHello complete, the cluster for its server name (or the connection closes)."""
+        assert self.transport is not None
+        name = client_hello_sni(b"".join(self._early))
+        if name is NEED_MORE:
+            return
+        routes, self._sni = self._sni, ()
+        best: ClusterRuntime | None = None
+        best_rank = 0
+        if isinstance(name, str):
+            for names, cluster in routes:
+                rank = max((match_rank(name, pattern) for pattern in names), default=0)
+                if rank > best_rank:
+                    best, best_rank = cluster, rank
+        if best is None:
+            self.context.stats.connect_failures += 1
+            log.debug("no route for the connection's SNI", extra={"listener": self.context.name, "sni": name})
+            self.transport.close()
+            return
+        self.transport.pause_reading()
+        self._start(best)
 
     async def _open(self, cluster: ClusterRuntime, client_ip: str) -> None:
         loop = asyncio.get_running_loop()
@@ -195,6 +236,9 @@ class TcpDownstream(asyncio.Protocol):
         relay = self.relay
         if relay is not None:
             relay.from_downstream(data)
+        elif self._sni:
+            self._early.append(data)
+            self._route_by_sni()
         else:  # reading was paused at accept, but a read may already have been under way
             self._early.append(data)
             if self.transport is not None:
@@ -240,6 +284,8 @@ class TcpDownstream(asyncio.Protocol):
     def idle_check(self, now: float) -> None:
         if self.relay is not None:
             self.relay.idle_check(now)
+        elif self._sni and now - self._started > SNI_TIMEOUT_S and self.transport is not None:
+            self.transport.close()  # no complete ClientHello in time
 
     def abort(self) -> None:
         if self.relay is not None:

@@ -123,3 +123,36 @@ def test_namespace_qualified_binding_and_match_gateways() -> None:
     )
     table = translate(gateway_profile(), rules(own_only, elsewhere), {}).snapshot.route_tables["http.8080"]
     assert table.virtual_hosts == ()  # ./ admits VirtualServices of the Gateway's namespace only
+
+
+def test_tls_passthrough_server_routes_by_sni() -> None:
+    passthrough = gateway(
+        servers=[
+            {
+                "port": {"number": 8443, "name": "tls", "protocol": "TLS"},
+                "hosts": ["*.example.com"],
+                "tls": {"mode": "PASSTHROUGH"},
+            }
+        ]
+    )
+    routes = vs(
+        "tls-routes",
+        hosts=["*.example.com"],
+        gateways=["bookinfo-gateway"],
+        tls=[
+            {"match": [{"sniHosts": ["shop.example.com"]}], "route": [{"destination": {"host": "reviews"}}]},
+            {"match": [{"sniHosts": ["api.example.com"]}], "route": [{"destination": {"host": "productpage"}}]},
+            {"match": [{"sniHosts": ["other.org"]}], "route": [{"destination": {"host": "productpage"}}]},
+        ],
+    )
+    snapshot = translate(gateway_profile(), rules(passthrough, routes), catalog()).snapshot
+    (listener,) = snapshot.listeners
+    assert (listener.name, listener.protocol, listener.port) == ("tls.8443", "tcp", 8443)
+    assert [(r.server_names, r.cluster) for r in listener.sni_routes] == [
+        (("shop.example.com",), "outbound|||reviews.default.svc.cluster.local"),
+        (("api.example.com",), "outbound|||productpage.default.svc.cluster.local"),
+    ]  # other.org is not a host the server admits
+    versioned = replace(snapshot, version="1")
+    assert parse_snapshot(snapshot_to_dict(versioned)) == versioned
+    no_routes = translate(gateway_profile(), rules(passthrough), catalog()).snapshot
+    assert no_routes.listeners == ()

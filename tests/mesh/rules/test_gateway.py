@@ -65,7 +65,14 @@ def gw(*servers: dict[str, Any]) -> dict[str, Any]:
             "spec.servers[0].tls.caCertificates",
             "MUTUAL",
         ),
-        (gw(server(443, "HTTPS", ["a.com"], tls={"mode": "PASSTHROUGH"})), "spec.servers[0].tls.mode", "not supported"),
+        (gw(server(443, "HTTPS", ["a.com"], tls={"mode": "PASSTHROUGH"})), "spec.servers[0].tls.mode", "protocol TLS"),
+        (
+            gw(server(443, "HTTPS", ["a.com"], tls={"mode": "AUTO_PASSTHROUGH"})),
+            "spec.servers[0].tls.mode",
+            "not supported",
+        ),
+        (gw(server(443, "TLS", ["a.com"], tls=TLS)), "spec.servers[0].tls.mode", "PASSTHROUGH"),
+        (gw(server(443, "TLS", ["a.com"])), "spec.servers[0].tls", "PASSTHROUGH"),
         (
             gw(server(443, "HTTPS", ["a.com"], tls={"mode": "SIMPLE", "credentialName": "c"})),
             "spec.servers[0].tls.credentialName",

@@ -259,8 +259,14 @@ def test_zero_weight_destination_is_allowed() -> None:
         ("spec.hosts", ["a", "A"], "spec.hosts[1]", "duplicate host"),
         ("spec.hosts", ["a*.b"], "spec.hosts[0]", "wildcard"),
         ("spec.hosts", "reviews", "spec.hosts", "list"),
-        ("spec.http", [], "spec.http", "http or tcp"),
-        ("spec.tls", [{}], "spec.tls", "not supported"),
+        ("spec.http", [], "spec.http", "http, tcp or tls"),
+        (
+            "spec.tls",
+            [{"match": [{"sniHosts": ["a.example.com"]}], "route": [{"destination": {"host": "a"}}]}],
+            "spec.tls",
+            "for sidecars",
+        ),
+        ("spec.tls", [{"route": [{"destination": {"host": "a"}}]}], "spec.tls[0].match", "required"),
         (
             "spec.tcp",
             [{"route": [{"destination": {"host": "a"}, "weight": 50}, {"destination": {"host": "b"}, "weight": 50}]}],
