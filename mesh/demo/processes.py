@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,10 +50,30 @@ class Child:
 
 
 def free_port() -> int:
-    """A port the kernel has free on 127.0.0.1 now (``--demo-base-port 0``)."""
-    with socket.socket() as sock:
+    """A port free on 127.0.0.1 now, TCP and UDP (``--demo-base-port 0``; tests use it too), chosen below
+    the kernel's ephemeral range:
+    a port from that range (what binding port 0 gives) can be taken as the source port of any
+    outgoing connection before the process it is meant for binds it."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(min(10000, low - 1000), low)
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind((HOST, port))
+                udp.bind((HOST, port))  # free for UDP too (a DNS port)
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # the low range is crowded: the kernel's choice, as before
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

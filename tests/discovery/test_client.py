@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from discovery.client_models import (
 )
 from discovery.server import RegistryServer
 from discovery.watch import Watch
+from mesh.demo.processes import free_port
 from tests.discovery.helpers import blocked_then
 
 T = TypeVar("T")
@@ -72,13 +72,6 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], what: str, timeou
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Feed(Generic[T]):

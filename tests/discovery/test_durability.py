@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from mesh.demo.processes import free_port
+
 pytestmark = pytest.mark.slow
 
 MESH = Path(sys.executable).parent / "mesh"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Registry:

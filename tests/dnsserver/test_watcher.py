@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from discovery.client_models import (
 from discovery.server import RegistryServer
 from dnsserver.view import Endpoint, RegistryView
 from dnsserver.watcher import ViewWatcher, recommended_max_connections
+from mesh.demo.processes import free_port
 
 StartRegistry = Callable[..., Awaitable[RegistryServer]]
 NODE = "node1"  # the registry's own agent node (conftest); its address is 127.0.0.1
@@ -71,13 +71,6 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 
         assert time.monotonic() - start < timeout, f"timed out waiting for {what}"
         await asyncio.sleep(0.001)
     return time.monotonic() - start
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def ttl_service(

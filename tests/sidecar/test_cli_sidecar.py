@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mesh.cli import app
+from mesh.demo.processes import free_port
 from tests.sidecar.conftest import BackendFactory
 from tests.sidecar.helpers import simple_config
 
 MESH = [sys.executable, "-c", "from mesh.cli import main; main()"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sidecar_process_env(

@@ -29,6 +29,7 @@ from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from mesh.cli import app
+from mesh.demo.processes import free_port
 from sidecar.access_log import AccessLog, AccessLogSettings
 from sidecar.tracing import (
     SpanRecorder,
@@ -42,7 +43,7 @@ from sidecar.tracing import (
 )
 from tests.sidecar.conftest import BackendFactory, SidecarFactory
 from tests.sidecar.helpers import Backend, cluster, get, get_ok, http_config, port_of, serve_app, simple_config
-from tests.sidecar.test_cli_sidecar import MESH, free_port, sidecar_process_env, wait_ready
+from tests.sidecar.test_cli_sidecar import MESH, sidecar_process_env, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 GIVEN_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

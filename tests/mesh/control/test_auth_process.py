@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from discovery.server import RegistryServer
+from mesh.demo.processes import free_port
 from tests.mesh.rules.helpers import vs
 
 TOKEN = "process-token-7d2b0c"
@@ -94,14 +94,6 @@ async def test_mesh_control_process_requires_its_token_and_never_logs_it(
     logged = b"".join(log_lines) + rest
     assert b"request refused" in logged  # the wrong token was logged as refused ...
     assert TOKEN.encode() not in logged  # ... and the token itself never
-
-
-def free_port() -> int:
-    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
-        udp.bind(("127.0.0.1", port))  # free for DNS over UDP too
-        return port
 
 
 @pytest.mark.slow

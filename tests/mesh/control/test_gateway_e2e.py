@@ -19,8 +19,8 @@ import yaml
 
 from discovery.server import RegistryServer
 from mesh.control.server import ControlServer
+from mesh.demo.processes import free_port
 from tests.mesh.control.fixtures import register
-from tests.mesh.control.test_sidecar_process_e2e import free_port
 from tests.mesh.rules.helpers import doc, vs
 from tests.sidecar.helpers import Backend
 from tests.web_certs import TestCA

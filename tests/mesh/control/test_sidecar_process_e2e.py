@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ import yaml
 
 from discovery.server import RegistryServer
 from mesh.control.server import ControlServer
+from mesh.demo.processes import free_port
 from tests.mesh.control.fixtures import register
 from tests.mesh.rules.helpers import dr, vs
 from tests.sidecar.helpers import Backend
@@ -37,12 +37,6 @@ RULES = [
         ]
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SidecarProcess:

@@ -34,6 +34,7 @@ from discovery.client_config import ClientConfig
 from discovery.server import RegistryServer
 from dnsserver.config import DnsConfig
 from dnsserver.server import DnsServer, DnsServerConfig
+from mesh.demo.processes import free_port
 from sidecar.server import SidecarConfig, SidecarServer, serve
 from sidecar.sources.defaults import SidecarSettings
 from sidecar.sources.registry import RegistrySource
@@ -42,12 +43,6 @@ pytestmark = pytest.mark.slow
 
 MESH = [sys.executable, "-c", "from mesh.cli import main; main()"]
 WORKLOAD_APP = str(Path(__file__).with_name("workload_app.py"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from lb import Endpoint
+from mesh.demo.processes import free_port
 from mesh.model.policies import HealthCheck
 from sidecar.resilience.health_check import HEALTHY, UNHEALTHY, HealthChecker
 from sidecar.resilience.health_runner import HealthCheckRunner, probe, probe_host
@@ -66,12 +67,6 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_probe_http_statuses(backends: list[Backend]) -> None:
